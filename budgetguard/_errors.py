@@ -1,0 +1,116 @@
+"""Every error budgetguard raises derives from ``BudgetError``::
+
+    BudgetError
+    ├── BudgetExceeded       a call would spend past a limit (scope, key, limit, spent,
+    │                        requested, retry_after); raised by the "raise" policy, and by
+    │                        "downgrade" / "block" when they run out of options
+    ├── UnknownModel         a model with no known price and no fallback (never priced $0)
+    ├── ConfigurationError   a bad policy, price override, store URL or usage of the API
+    │   (also a ValueError)
+    └── StoreUnavailable     the budget store cannot be reached and fail="closed"
+
+``UsageError`` (a ``ConfigurationError``) flags a malformed provider response.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+
+__all__ = [
+    "BudgetError",
+    "BudgetExceeded",
+    "ConfigurationError",
+    "StoreUnavailable",
+    "UnknownModel",
+    "UsageError",
+]
+
+
+class BudgetError(Exception):
+    """Base of every budgetguard error."""
+
+
+class BudgetExceeded(BudgetError):
+    """The call would push ``scope``/``key`` past its ``limit``.
+
+    Amounts are ``Decimal`` USD. ``spent`` counts settled spend in the current
+    window, ``held`` what concurrent calls have reserved but not settled yet,
+    ``requested`` this call's worst-case estimate. ``retry_after`` is when the
+    window resets, or ``None`` when waiting would not help (the request alone
+    exceeds the limit, or the window never resets).
+    """
+
+    def __init__(
+        self,
+        *,
+        scope: str,
+        key: str,
+        limit: Decimal,
+        spent: Decimal,
+        requested: Decimal,
+        held: Decimal = Decimal(0),
+        window: str = "total",
+        retry_after: timedelta | None = None,
+        model: str | None = None,
+    ) -> None:
+        self.scope = scope
+        self.key = key
+        self.limit = limit
+        self.spent = spent
+        self.held = held
+        self.requested = requested
+        self.window = window
+        self.retry_after = retry_after
+        self.model = model
+        super().__init__(self._message())
+
+    def _message(self) -> str:
+        where = f"{self.scope}={self.key!r}" if self.key else self.scope
+        model = f" calling {self.model}" if self.model else ""
+        text = (
+            f"budget exceeded for {where} ({self.window} limit ${self.limit}){model}: "
+            f"spent ${self.spent} + held ${self.held} + requested ${self.requested} "
+            f"> ${self.limit}"
+        )
+        if self.retry_after is not None:
+            text += f"; resets in {int(self.retry_after.total_seconds())}s"
+        return text
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Keyword-only __init__: teach pickle (multiprocessing) how to rebuild us.
+        return (_rebuild_exceeded, (self.__dict__.copy(),))
+
+
+def _rebuild_exceeded(state: dict[str, object]) -> BudgetExceeded:
+    error = BudgetExceeded.__new__(BudgetExceeded)
+    error.__dict__.update(state)
+    Exception.__init__(error, error._message())
+    return error
+
+
+class UnknownModel(BudgetError, LookupError):
+    """No price is known for ``model`` and no fallback price is configured."""
+
+    def __init__(self, model: str, detail: str = "") -> None:
+        self.model = model
+        hint = (
+            f"add it with bg.configure(prices={{{model!r}: {{'input': ..., 'output': ...}}}}) "
+            "or set a fallback price"
+        )
+        super().__init__(f"unknown model {model!r}: no price known{detail}; {hint}")
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (UnknownModel, (self.model,))
+
+
+class ConfigurationError(BudgetError, ValueError):
+    """Bad configuration or API usage; the message names the offending field."""
+
+
+class UsageError(ConfigurationError):
+    """A provider response whose usage block cannot be read (names the field)."""
+
+
+class StoreUnavailable(BudgetError):
+    """The budget store did not answer and the policy fails closed."""
