@@ -1,0 +1,318 @@
+"""Pricing: integer rates must reproduce genai-prices' own figures, to the nano-dollar."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import genai_prices
+import pytest
+from genai_prices.data_snapshot import get_snapshot
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from budgetguard import _pricing
+from budgetguard._errors import ConfigurationError, UnknownModel
+from budgetguard._pricing import (
+    DEFAULT_MAX_OUTPUT_TOKENS,
+    ModelRates,
+    Price,
+    PriceBook,
+    TieredRate,
+)
+from budgetguard._usage import Usage
+
+MODELS = [
+    "gpt-4o",
+    "gpt-4o-mini",
+    "gpt-4.1",
+    "o3",
+    "gpt-5",
+    "claude-opus-4-5",
+    "claude-sonnet-4-5",
+    "claude-haiku-4-5",
+    "claude-3-5-sonnet-20241022",
+    "gemini-2.5-pro",
+    "gemini-2.5-flash",
+]
+
+USAGES = [
+    Usage(input_tokens=0, output_tokens=0),
+    Usage(input_tokens=1, output_tokens=1),
+    Usage(input_tokens=1234, output_tokens=567),
+    Usage(input_tokens=10_000, output_tokens=2_000, cache_read_tokens=8_192),
+    Usage(input_tokens=10_000, output_tokens=2_000, cache_write_tokens=9_000),
+    Usage(input_tokens=50_000, output_tokens=30_000, cache_read_tokens=20_000,
+          cache_write_tokens=10_000, reasoning_tokens=25_000),
+    Usage(input_tokens=200_000, output_tokens=100),  # exactly at a 200k tier start: base rate
+    Usage(input_tokens=200_001, output_tokens=100),  # past it: the tier rate for every token
+    Usage(input_tokens=250_000, output_tokens=8_000, cache_read_tokens=100_000,
+          cache_write_tokens=50_000, reasoning_tokens=4_000),
+]  # fmt: skip
+
+
+def genai_nanos(model: str, usage: Usage, provider: str | None = None) -> int:
+    """genai-prices' own total for ``usage``, in nano-USD rounded up."""
+    calc = genai_prices.calc_price(
+        genai_prices.Usage(
+            input_tokens=usage.input_tokens,
+            cache_read_tokens=usage.cache_read_tokens,
+            cache_write_tokens=usage.cache_write_tokens,
+            output_tokens=usage.output_tokens,
+            output_reasoning_tokens=usage.reasoning_tokens,
+        ),
+        model,
+        provider_id=provider,
+    )
+    return math.ceil(calc.total_price * 10**9)
+
+
+@pytest.fixture(scope="module")
+def book() -> PriceBook:
+    return PriceBook()
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("usage", USAGES, ids=range(len(USAGES)))
+def test_cost_matches_genai_prices(book: PriceBook, model: str, usage: Usage) -> None:
+    assert book.rates(model).cost(usage) == genai_nanos(model, usage)
+    assert book.cost(model, usage) == genai_nanos(model, usage)
+
+
+def test_the_table_exercises_tiers_caches_and_reasoning(book: PriceBook) -> None:
+    # Guard the table above: it must reach the code paths it claims to test.
+    sonnet = book.rates("claude-sonnet-4-5")
+    assert isinstance(sonnet.input_rate, TieredRate)
+    small = Usage(input_tokens=200_000, output_tokens=100)
+    big = Usage(input_tokens=200_001, output_tokens=100)
+    assert sonnet.cost(big) > 1.9 * sonnet.cost(small)  # the cliff doubles the input rate
+    assert sonnet.cache_write_rate is not None and sonnet.cache_read_rate is not None
+    cached = Usage(input_tokens=10_000, output_tokens=0, cache_read_tokens=10_000)
+    assert sonnet.cost(cached) < sonnet.cost(Usage(input_tokens=10_000))
+
+
+@pytest.mark.parametrize("model", ["gpt-4o", "claude-sonnet-4-5", "gemini-2.5-pro", "o3"])
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_cost_matches_genai_prices_for_random_usage(
+    book: PriceBook, model: str, data: st.DataObject
+) -> None:
+    input_tokens = data.draw(st.integers(0, 2_000_000), label="input")
+    cache_read = data.draw(st.integers(0, input_tokens), label="cache_read")
+    cache_write = data.draw(st.integers(0, input_tokens - cache_read), label="cache_write")
+    output_tokens = data.draw(st.integers(0, 200_000), label="output")
+    reasoning = data.draw(st.integers(0, output_tokens), label="reasoning")
+    usage = Usage(input_tokens, output_tokens, cache_read, cache_write, reasoning)
+    assert book.rates(model).cost(usage) == genai_nanos(model, usage)
+
+
+@pytest.mark.parametrize(
+    "model", ["gpt-4o", "claude-sonnet-4-5", "claude-opus-4-5", "gemini-2.5-pro"]
+)
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_worst_case_bounds_every_usage_with_those_counts(
+    book: PriceBook, model: str, data: st.DataObject
+) -> None:
+    rates = book.rates(model)
+    input_tokens = data.draw(st.integers(0, 1_000_000), label="input")
+    output_tokens = data.draw(st.integers(0, 100_000), label="output")
+    cache_read = data.draw(st.integers(0, input_tokens), label="cache_read")
+    cache_write = data.draw(st.integers(0, input_tokens - cache_read), label="cache_write")
+    reasoning = data.draw(st.integers(0, output_tokens), label="reasoning")
+    usage = Usage(input_tokens, output_tokens, cache_read, cache_write, reasoning)
+    worst = rates.worst_case(input_tokens, output_tokens)
+    assert worst >= rates.cost(usage)
+    assert worst >= genai_nanos(model, usage)
+
+
+def test_worst_case_is_uncached_input_plus_output(book: PriceBook) -> None:
+    rates = book.rates("gpt-4o")
+    plain = Usage(input_tokens=1000, output_tokens=500)
+    assert rates.worst_case(1000, 500) == genai_nanos("gpt-4o", plain)
+    with pytest.raises(ConfigurationError):
+        rates.worst_case(-1, 0)
+
+
+def test_rates_carry_canonical_ids_and_limits(book: PriceBook) -> None:
+    dated = book.rates("claude-3-5-sonnet-20241022")
+    assert (dated.model, dated.provider, dated.source) == (
+        "claude-3-5-sonnet",
+        "anthropic",
+        "genai-prices",
+    )
+    assert dated.max_output_tokens == 8192
+    assert book.rates("gpt-4o-2024-08-06").model == "gpt-4o"
+    assert book.rates("gpt-4o").max_output_tokens == 16384
+    assert book.rates("claude-opus-4-1").max_output_tokens == 32000
+    assert book.rates("claude-opus-4-5").max_output_tokens == 64000
+    _, info = get_snapshot().find_provider_model("gpt-4o", None, None, None)
+    assert book.rates("gpt-4o").context_window == info.context_window
+
+
+def test_provider_prefixed_names(book: PriceBook) -> None:
+    usage = Usage(input_tokens=3000, output_tokens=700, cache_read_tokens=1000)
+    assert book.rates("openai/gpt-4o").cost(usage) == genai_nanos("gpt-4o", usage)
+    prefixed = book.rates("anthropic/claude-sonnet-4-5")
+    assert (prefixed.model, prefixed.provider) == ("claude-sonnet-4-5", "anthropic")
+
+
+def test_max_output_falls_back_to_context_window_then_constant() -> None:
+    # gpt-5.1 is not in the table (a "gpt-5" prefix followed by "." does not match).
+    rates = PriceBook().rates("gpt-5.1")
+    _, info = get_snapshot().find_provider_model("gpt-5.1", None, None, None)
+    assert info.context_window is not None
+    assert rates.max_output_tokens == info.context_window
+    custom = PriceBook({"m": {"input": 1, "output": 2}}).rates("m")
+    assert custom.max_output_tokens == DEFAULT_MAX_OUTPUT_TOKENS
+    windowed = PriceBook({"m": Price(1, 2, context_window=9000)}).rates("m")
+    assert windowed.max_output_tokens == 9000
+    # A name in the table keeps the table's value even when overridden without one.
+    assert (
+        PriceBook({"gpt-4o": {"input": 1, "output": 2}}).rates("gpt-4o").max_output_tokens == 16384
+    )
+
+
+def test_unknown_model_raises_naming_it() -> None:
+    with pytest.raises(UnknownModel, match="my-private-llm") as info:
+        PriceBook().rates("my-private-llm")
+    assert info.value.model == "my-private-llm"
+    with pytest.raises(UnknownModel, match="nope-9000"):
+        PriceBook().cost("nope-9000", Usage(1, 1))
+
+
+def test_known_model_without_token_prices_is_unknown() -> None:
+    # whisper-1 is priced per audio hour in genai-prices: no token price, never $0.
+    _, info = get_snapshot().find_provider_model("whisper-1", None, None, None)
+    prices = info.get_prices(datetime.now(UTC))
+    assert prices.input_mtok is None
+    with pytest.raises(UnknownModel, match="whisper-1"):
+        PriceBook().rates("whisper-1")
+    overridden = PriceBook({"whisper-1": {"input": 1, "output": 1}}).rates("whisper-1")
+    assert overridden.source == "override"
+
+
+def test_fallback_prices_unknown_models() -> None:
+    book = PriceBook(fallback=Price(input=10, output=30, max_output_tokens=4096))
+    rates = book.rates("my-private-llm")
+    assert (rates.model, rates.source, rates.max_output_tokens) == (
+        "my-private-llm",
+        "fallback",
+        4096,
+    )
+    # 1M input at $10 + 1M output at $30 = $40 exactly.
+    assert rates.cost(Usage(input_tokens=1_000_000, output_tokens=1_000_000)) == 40 * 10**9
+    # Known models still use genai-prices.
+    assert book.rates("gpt-4o").source == "genai-prices"
+    assert PriceBook(fallback={"input": "1", "output": "2"}).rates("x").source == "fallback"
+
+
+def test_overrides_win_over_genai_prices() -> None:
+    book = PriceBook({"gpt-4o": {"input": "1", "output": "2", "cache_read": "0.5"}})
+    rates = book.rates("gpt-4o")
+    assert (rates.provider, rates.source) == ("custom", "override")
+    usage = Usage(input_tokens=1_000_000, output_tokens=1_000_000, cache_read_tokens=400_000)
+    # 600k x $1 + 400k x $0.5 + 1M x $2 = $2.8
+    assert rates.cost(usage) == 2_800_000_000
+    assert rates.cost(usage) != genai_nanos("gpt-4o", usage)
+    assert book.rates("gpt-4o-mini").source == "genai-prices"  # exact names only
+
+
+def test_override_values_are_exact_and_rates_round_up() -> None:
+    price = Price(input=0.1, output="$0.3", cache_write=Decimal("0.0000000001"))
+    assert price.input == Decimal("0.1") and price.output == Decimal("0.3")
+    rates = PriceBook({"m": price}).rates("m")
+    assert rates.input_rate == 100_000_000
+    assert rates.cache_write_rate == 1  # 1e-10 USD/MTok -> 0.1 nano/MTok, rounded up
+    assert rates.cost(Usage(input_tokens=3)) == 300  # 3 x $0.1 / 1M = 300 nano-USD
+    # Three tokens at $0.0001/MTok is 0.3 nano-USD: charged as 1, never 0.
+    tiny = PriceBook({"t": {"input": "0.0001", "output": 1}}).rates("t")
+    assert tiny.cost(Usage(input_tokens=3)) == 1
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"input": -1, "output": 1}, r"prices\['my-model'\]\.input: must be >= 0"),
+        ({"input": 1, "output": "lots"}, r"prices\['my-model'\]\.output: "),
+        ({"input": 1, "output": float("nan")}, r"prices\['my-model'\]\.output: "),
+        ({"input": 1, "output": 1, "cache_read": [1]}, r"prices\['my-model'\]\.cache_read: "),
+        ({"input": True, "output": 1}, r"prices\['my-model'\]\.input: "),
+        ({"output": 1}, r"prices\['my-model'\]\.input: required"),
+        ({"input": 1, "output": 1, "max_output_tokens": 0}, r"\.max_output_tokens: must be > 0"),
+        ({"input": 1, "output": 1, "context_window": "big"}, r"\.context_window: expected"),
+        ({"input": 1, "output": 1, "inptu": 1}, r"prices\['my-model'\]\.inptu: unknown field"),
+    ],
+)
+def test_bad_override_fields_name_model_and_field(fields: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        PriceBook({"my-model": fields})
+
+
+def test_bad_price_objects_and_fallbacks() -> None:
+    with pytest.raises(ConfigurationError, match=r"price\.input: must be >= 0"):
+        Price(input=-1, output=1)
+    with pytest.raises(ConfigurationError, match=r"fallback\.output: must be >= 0"):
+        PriceBook(fallback={"input": 1, "output": "-0.5"})
+    with pytest.raises(ConfigurationError, match=r"prices\['m'\]: expected a Price"):
+        PriceBook({"m": 3})  # type: ignore[dict-item]
+
+
+def test_provider_override() -> None:
+    # "claude-sonnet-4-5" is listed by Anthropic and by Google (Vertex).
+    default = PriceBook().rates("claude-sonnet-4-5")
+    assert default.provider == "anthropic"
+    via_map = PriceBook(providers={"claude-sonnet-4-5": "google"}).rates("claude-sonnet-4-5")
+    via_arg = PriceBook().rates("claude-sonnet-4-5", provider="google")
+    assert via_map.provider == via_arg.provider == "google"
+    usage = Usage(input_tokens=5000, output_tokens=1000, cache_read_tokens=1000)
+    assert via_arg.cost(usage) == genai_nanos("claude-sonnet-4-5", usage, provider="google")
+    with pytest.raises(ConfigurationError, match=r"providers\['x'\]: unknown provider 'nope'"):
+        PriceBook(providers={"x": "nope"})
+    with pytest.raises(UnknownModel, match="gpt-4o"):
+        PriceBook().rates("gpt-4o", provider="anthropic")
+
+
+def test_cache_returns_the_same_object(book: PriceBook) -> None:
+    first = book.rates("gpt-4o-mini")
+    assert book.rates("gpt-4o-mini") is first
+    assert book.rates("gpt-4o-mini", "openai") is not first  # keyed by what was asked
+    assert book.rates("gpt-4o-mini", "openai") == first
+
+
+def test_cache_entries_are_refreshed_after_an_hour(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [1000.0]
+    monkeypatch.setattr(_pricing.time, "monotonic", lambda: now[0])
+    book = PriceBook()
+    first = book.rates("gpt-4o")
+    now[0] += _pricing.REFRESH_SECONDS - 1
+    assert book.rates("gpt-4o") is first
+    now[0] += 2
+    second = book.rates("gpt-4o")
+    assert second is not first and second == first
+
+
+def test_dated_prices_expire_at_their_boundary() -> None:
+    # deepseek-chat has an off-peak (time-of-day) price: its next switch is within a day.
+    _, deepseek = get_snapshot().find_provider_model("deepseek-chat", None, None, None)
+    now = datetime.now(UTC)
+    change = _pricing._next_price_change(deepseek, now)
+    assert change is not None and now < change <= now + timedelta(days=1)
+    usage = Usage(input_tokens=4000, output_tokens=1000, cache_read_tokens=1000)
+    assert PriceBook().cost("deepseek-chat", usage) == genai_nanos("deepseek-chat", usage)
+
+
+def test_model_rates_direct_construction() -> None:
+    rates = ModelRates(
+        model="m",
+        provider="custom",
+        input_rate=TieredRate(1_000_000_000, ((10, 2_000_000_000),)),
+        output_rate=3_000_000_000,
+        reasoning_rate=5_000_000_000,
+    )
+    # 10 input tokens stay at base; 11 switch all of them to the tier rate.
+    assert rates.cost(Usage(input_tokens=10)) == 10_000
+    assert rates.cost(Usage(input_tokens=11)) == 22_000
+    assert rates.cost(Usage(output_tokens=4, reasoning_tokens=1)) == 3 * 3_000 + 5_000
+    assert rates.worst_case(11, 4) == 22_000 + 4 * 5_000
