@@ -1,0 +1,268 @@
+"""budget / spend_limit end to end on the embedded store, with the built-in fake model."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+import budgetguard as bg
+from budgetguard._engine import LLMRequest, admit, admit_cost
+from budgetguard.testing import FakeChatModel
+
+MESSAGES = [{"role": "user", "content": "Summarise the quarterly report in three bullet points."}]
+
+
+def agent_loop(model: FakeChatModel, name: str = "gpt-4o", steps: int = 1000) -> int:
+    done = 0
+    for _ in range(steps):
+        model.complete(name, MESSAGES, max_tokens=800)
+        done += 1
+    return done
+
+
+def test_spend_limit_stops_a_runaway_loop_before_the_limit() -> None:
+    with bg.spend_limit(usd="0.10") as run, pytest.raises(bg.BudgetExceeded) as stop:
+        agent_loop(FakeChatModel(seed=1))
+    assert stop.value.scope == "run"
+    assert stop.value.limit == Decimal("0.1")
+    assert run.calls > 3
+    assert Decimal(0) < run.spent <= Decimal("0.10")
+    assert run.remaining == Decimal("0.10") - run.spent
+    # the call refused was the one whose worst case did not fit
+    assert stop.value.spent + stop.value.requested > Decimal("0.10")
+    assert stop.value.spent == run.spent
+
+
+def test_inner_frames_never_spend_past_outer_ones() -> None:
+    model = FakeChatModel(seed=2)
+    with bg.spend_limit(usd="0.05") as outer:
+        with bg.spend_limit(usd=5) as inner, pytest.raises(bg.BudgetExceeded) as stop:
+            agent_loop(model)
+        assert stop.value.limit == Decimal("0.05")
+        assert inner.spent == outer.spent <= Decimal("0.05")
+
+    with bg.spend_limit(usd=1) as outer:
+        with bg.spend_limit(usd="0.02") as inner, pytest.raises(bg.BudgetExceeded):
+            agent_loop(model)
+        assert inner.spent <= Decimal("0.02")
+        model.complete("gpt-4o", MESSAGES, max_tokens=100)  # the outer run goes on
+        assert outer.calls == inner.calls + 1
+        assert outer.spent > inner.spent
+
+
+def test_budget_decorator_attributes_calls_from_the_arguments() -> None:
+    bg.configure(policy=bg.Policy(limits=[bg.Limit(scope="user", usd="0.02", window="day")]))
+    model = FakeChatModel(seed=3)
+
+    @bg.budget(feature="summarize", user=lambda user_id, **_: user_id)
+    def summarize(user_id: str, text: str) -> str:
+        reply = model.complete("gpt-4o", [{"role": "user", "content": text}], max_tokens=300)
+        return str(reply["choices"][0]["message"]["content"])
+
+    with pytest.raises(bg.BudgetExceeded) as stop:
+        for _ in range(100):
+            summarize("u-1", "hello")
+    assert (stop.value.scope, stop.value.key, stop.value.window) == ("user", "u-1", "day")
+    status = bg.status("user", "u-1")
+    assert Decimal(0) < status.spent <= Decimal("0.02")
+    assert status.held == 0 and status.remaining == Decimal("0.02") - status.spent
+    assert status.resets_at is not None
+    summarize("u-2", "hello")  # another user has their own budget
+    assert bg.status("user", "u-2").spent > 0
+
+
+async def test_async_decorator_and_async_with() -> None:
+    model = FakeChatModel(seed=4)
+
+    @bg.budget(feature="chat", usd="0.03")
+    async def chat() -> int:
+        calls = 0
+        while True:
+            await model.acomplete("gpt-4o-mini", MESSAGES, max_tokens=20_000)
+            calls += 1
+
+    with pytest.raises(bg.BudgetExceeded):
+        await chat()
+
+    async with bg.spend_limit(usd="0.01") as run:
+        with pytest.raises(bg.BudgetExceeded):
+            while True:
+                await model.acomplete("gpt-4o", MESSAGES, max_tokens=200)
+    assert run.calls > 0 and run.spent <= Decimal("0.01")
+
+
+async def test_concurrent_tasks_each_get_their_own_frames() -> None:
+    model = FakeChatModel(seed=5)
+
+    async def worker(user: str) -> tuple[str, int]:
+        async with bg.spend_limit(usd="0.02", user=user) as run:
+            try:
+                while True:
+                    await model.acomplete("gpt-4o", MESSAGES, max_tokens=300)
+                    await asyncio.sleep(0)
+            except bg.BudgetExceeded:
+                pass
+        return user, run.calls
+
+    results = await asyncio.gather(*(worker(f"u{i}") for i in range(8)))
+    assert all(calls > 0 for _, calls in results)
+    assert bg.current().policy.limits == ()
+
+
+def test_downgrade_walks_to_a_model_that_fits() -> None:
+    bg.configure(policy=bg.Policy(on_exceed="downgrade", downgrade={"gpt-4o": "gpt-4o-mini"}))
+    model = FakeChatModel(seed=6)
+    with bg.spend_limit(usd="0.006") as run:
+        first = model.complete("gpt-4o", MESSAGES, max_tokens=500)  # worst case ~$0.005
+        assert first["model"] == "gpt-4o"
+        second = model.complete("gpt-4o", MESSAGES, max_tokens=500)
+        assert second["model"] == "gpt-4o-mini"
+        admission = admit(LLMRequest(model="gpt-4o", messages=MESSAGES, max_tokens=500))
+        assert admission.downgraded and admission.requested_model == "gpt-4o"
+        admission.release()
+        with pytest.raises(bg.BudgetExceeded):  # not even the cheapest fits
+            model.complete("gpt-4o", MESSAGES, max_tokens=16_000)
+    assert run.spent <= Decimal("0.006")
+
+
+def test_block_waits_for_a_hold_to_settle() -> None:
+    bg.configure(
+        policy=bg.Policy(
+            limits=[bg.Limit(scope="global", usd="0.01")], on_exceed="block", block_timeout=10
+        )
+    )
+    first = admit_cost(bg.Money.usd("0.008").nanos)
+    admitted_at: list[float] = []
+
+    def second() -> None:
+        admission = admit_cost(bg.Money.usd("0.005").nanos)
+        admitted_at.append(time.monotonic())
+        admission.settle_nanos(bg.Money.usd("0.005").nanos)
+
+    waiter = threading.Thread(target=second)
+    waiter.start()
+    time.sleep(0.3)
+    assert not admitted_at  # still waiting: 0.008 held + 0.005 > 0.01
+    settled_at = time.monotonic()
+    first.settle_nanos(bg.Money.usd("0.002").nanos)  # refund frees budget
+    waiter.join(5)
+    assert admitted_at and admitted_at[0] >= settled_at
+    assert bg.status("global").spent == Decimal("0.007")
+
+
+def test_block_gives_up_at_once_when_waiting_cannot_help() -> None:
+    bg.configure(policy=bg.Policy(limits=[bg.Limit(scope="global", usd="0.01")], on_exceed="block"))
+    started = time.monotonic()
+    with pytest.raises(bg.BudgetExceeded):
+        admit_cost(bg.Money.usd("0.02").nanos)
+    assert time.monotonic() - started < 1
+
+
+def test_block_times_out() -> None:
+    bg.configure(
+        policy=bg.Policy(
+            limits=[bg.Limit(scope="global", usd="0.01")], on_exceed="block", block_timeout=0.3
+        )
+    )
+    held = admit_cost(bg.Money.usd("0.008").nanos)
+    with pytest.raises(bg.BudgetExceeded) as stop:
+        admit_cost(bg.Money.usd("0.005").nanos)
+    assert stop.value.held == Decimal("0.008")
+    held.release()
+
+
+def test_per_request_cap_is_checked_before_anything_is_reserved() -> None:
+    bg.configure(policy=bg.Policy(limits=[bg.Limit(scope="request", usd="0.001")]))
+    with pytest.raises(bg.BudgetExceeded) as stop:
+        FakeChatModel().complete("gpt-4o", MESSAGES, max_tokens=1000)
+    assert stop.value.scope == "request"
+    assert stop.value.requested > Decimal("0.01")  # 1000 output tokens of gpt-4o
+    assert "0.001" in str(stop.value)
+
+
+def test_unknown_models_are_never_free() -> None:
+    model = FakeChatModel()
+    with pytest.raises(bg.UnknownModel, match="my-private-llm"):
+        model.complete("my-private-llm", MESSAGES, max_tokens=100)
+    bg.configure(fallback_price=bg.Price(input=10, output=30, max_output_tokens=4096))
+    with bg.spend_limit(usd=1) as run:
+        model.complete("my-private-llm", MESSAGES, max_tokens=100)
+    assert run.spent > 0
+
+
+def test_custom_prices_are_used() -> None:
+    bg.configure(prices={"house-model": {"input": "1", "output": "2"}})
+    with bg.spend_limit() as run:
+        FakeChatModel(cached_share=0).complete("house-model", MESSAGES, max_tokens=1000)
+    assert run.calls == 1
+    assert Decimal(0) < run.spent <= Decimal("0.002") + Decimal("0.0001")
+
+
+def openai_shaped(prompt: int, completion: int, model: str = "gpt-4o-mini") -> dict[str, Any]:
+    return {
+        "object": "chat.completion",
+        "model": model,
+        "choices": [],
+        "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": 0},
+    }
+
+
+def test_estimate_path_settles_from_the_returned_response() -> None:
+    @bg.budget(usd=1, estimate="0.05")
+    def raw_call() -> dict[str, Any]:
+        return openai_shaped(1000, 500)
+
+    with bg.spend_limit() as run:
+        raw_call()
+    expected = bg.current().prices.cost(
+        "gpt-4o-mini", bg.Usage(input_tokens=1000, output_tokens=500)
+    )
+    assert run.spent == bg.Money(expected).usd_amount
+
+
+def test_estimate_path_releases_on_error_and_charges_the_estimate_otherwise() -> None:
+    bg.configure(policy=bg.Policy(limits=[bg.Limit(scope="feature", usd="0.10")]))
+
+    @bg.budget(feature="ocr", estimate=lambda pages: Decimal("0.01") * pages)
+    def ocr(pages: int) -> str:
+        if pages > 5:
+            raise RuntimeError("provider down")
+        return "text"
+
+    with pytest.raises(RuntimeError):
+        ocr(7)
+    assert bg.status("feature", "ocr").spent == 0
+    assert bg.status("feature", "ocr").held == 0
+    ocr(3)
+    assert bg.status("feature", "ocr").spent == Decimal("0.03")
+    with pytest.raises(bg.BudgetExceeded):
+        for _ in range(10):
+            ocr(4)
+    assert bg.status("feature", "ocr").spent <= Decimal("0.10")
+
+
+def test_estimate_block_records_what_it_actually_cost() -> None:
+    with bg.spend_limit(estimate="0.05") as run:
+        run.record(usd="0.0125")
+    assert run.spent == Decimal("0.0125")
+    with bg.spend_limit(estimate="0.05", model="gpt-4o") as run:
+        run.record(usage=bg.Usage(input_tokens=1000, output_tokens=100))
+    assert run.spent == Decimal("0.0035")
+
+
+def test_bad_arguments_name_the_field() -> None:
+    with pytest.raises(bg.ConfigurationError, match="usd"):
+        bg.spend_limit(usd=-1)
+    with pytest.raises(bg.ConfigurationError, match="user"):
+        bg.budget(user=42)  # type: ignore[arg-type]
+    with pytest.raises(bg.ConfigurationError, match="on_exceed"):
+        bg.budget(on_exceed="explode")  # type: ignore[arg-type]
+    with pytest.raises(bg.ConfigurationError, match="store"):
+        bg.configure(store="mongodb://x")
+    with pytest.raises(bg.ConfigurationError, match="limits"):
+        bg.spend_limit(limits=[{"scope": "user"}])  # type: ignore[list-item]
