@@ -1,0 +1,73 @@
+-- prelude.lua: helpers prepended to every budgetguard script (never run alone).
+--
+-- Common ARGV of every script:
+--   ARGV[1] tag prefix "<prefix>:{<tag>}" (lease records are "<tag prefix>:r:<id>")
+--   ARGV[2] tombstone lifetime, ms
+--   ARGV[3] grace after a window's end before its bucket expires, ms
+--
+-- Money travels as decimal strings and is only added with HINCRBY: Lua 5.1
+-- prints numbers above 1e14 in exponent notation, which HINCRBY rejects.
+-- Comparisons use tonumber(), exact below 2^53 nano-USD (the client checks).
+
+local SWEEP_PER_CALL = 64
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- The client picked the bucket from its estimate of the server clock; the
+-- server's TIME decides whether that bucket is the current one.
+local function in_bucket(now, start_s, end_s)
+  local stop = tonumber(end_s)
+  if stop < 0 then
+    return true
+  end
+  return now >= tonumber(start_s) * 1000 and now < stop * 1000
+end
+
+-- Calendar buckets ('c') live until their window ends plus grace, run
+-- buckets ('r') until grace after their last touch, totals ('t') forever.
+-- until_ms: the key must at least outlive this instant (a lease's end).
+local function touch(key, mode, end_s, until_ms, now, grace)
+  if mode == 'c' then
+    redis.call('PEXPIREAT', key, math.max(tonumber(end_s) * 1000, until_ms) + grace)
+  elseif mode == 'r' then
+    redis.call('PEXPIRE', key, math.max(until_ms - now, 0) + grace)
+  end
+end
+
+-- Never resurrect an expired bucket as a negative hold.
+local function drop_hold(key, amount)
+  if redis.call('EXISTS', key) == 1 then
+    redis.call('HINCRBY', key, 'held', '-' .. amount)
+  end
+end
+
+local function bury(record, state, tomb_ms)
+  redis.call('DEL', record)
+  redis.call('HSET', record, 's', state)
+  redis.call('PEXPIRE', record, tomb_ms)
+end
+
+-- Free up to SWEEP_PER_CALL expired leases of this tag. Their records and
+-- bucket keys are not in KEYS (no client knows them in advance) but carry
+-- the same {tag}, so they live in this script's slot: see docs/redis.md.
+local function sweep(tag_prefix, leases, now, tomb_ms)
+  local due = redis.call('ZRANGEBYSCORE', leases, '-inf', now, 'LIMIT', 0, SWEEP_PER_CALL)
+  for _, id in ipairs(due) do
+    local record = tag_prefix .. ':r:' .. id
+    local rec = redis.call('HMGET', record, 's', 'a', 'k')
+    if rec[1] == 'held' then
+      for _, key in ipairs(cjson.decode(rec[3])) do
+        drop_hold(key, rec[2])
+      end
+      bury(record, 'expired', tomb_ms)
+    end
+  end
+  if #due > 0 then
+    redis.call('ZREM', leases, unpack(due))
+  end
+end
+
+-- ---------------------------------------------------------------------------

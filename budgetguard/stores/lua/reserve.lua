@@ -1,0 +1,70 @@
+-- reserve.lua: hold ARGV[5] nano-USD on every counter of one tag, or on none.
+--
+-- KEYS[1]   lease record of this reservation (hash: s=state, a=amount, e=expiry ms, k=bucket keys)
+-- KEYS[2]   lease index of the tag (sorted set: reservation id scored by expiry ms)
+-- KEYS[3..] one bucket hash per counter (fields spent, held), same {tag}
+-- ARGV[1..3] tag prefix, tombstone ms, grace ms (see prelude.lua)
+-- ARGV[4]   reservation id        ARGV[5] amount        ARGV[6] lease ms
+-- ARGV[7]   "1" when re-sent after a lost reply (an identical live hold is then ours)
+-- ARGV[8..] four per counter: limit, bucket start s, bucket end s (-1: none), expiry mode c|r|t
+--
+-- Returns {0, expires_ms, now_ms}                  granted
+--         {1, counter index, spent, held, now_ms}  denied (first counter over its limit)
+--         {2, now_ms}                              a bucket is not the server's current one
+--         {3}                                      the reservation id was already used
+
+local now = now_ms()
+local n = #KEYS - 2
+local function arg(i, field)
+  return ARGV[8 + (i - 1) * 4 + field]
+end
+
+for i = 1, n do
+  if not in_bucket(now, arg(i, 1), arg(i, 2)) then
+    return {2, now}
+  end
+end
+
+sweep(ARGV[1], KEYS[2], now, ARGV[2])
+
+local bucket_keys = {}
+for i = 1, n do
+  bucket_keys[i] = KEYS[i + 2]
+end
+local encoded_keys = cjson.encode(bucket_keys)
+
+local state = redis.call('HGET', KEYS[1], 's')
+if state then
+  local rec = redis.call('HMGET', KEYS[1], 'a', 'e', 'k')
+  if ARGV[7] == '1' and state == 'held' and rec[1] == ARGV[5] and rec[3] == encoded_keys then
+    return {0, tonumber(rec[2]), now}
+  end
+  return {3}
+end
+
+local amount = tonumber(ARGV[5])
+local fresh = {}
+for i = 1, n do
+  local v = redis.call('HMGET', KEYS[i + 2], 'spent', 'held')
+  local spent, held = v[1] or '0', v[2] or '0'
+  if tonumber(spent) + tonumber(held) + amount > tonumber(arg(i, 0)) then
+    return {1, i, spent, held, now}
+  end
+  fresh[i] = not (v[1] or v[2])
+end
+
+local expires = now + tonumber(ARGV[6])
+local grace = tonumber(ARGV[3])
+for i = 1, n do
+  redis.call('HINCRBY', KEYS[i + 2], 'held', ARGV[5])
+  -- An existing bucket already expires after its window; only a new one, a
+  -- run bucket, or a lease outliving the window needs its expiry (re)set.
+  local mode, stop = arg(i, 3), tonumber(arg(i, 2))
+  if fresh[i] or mode == 'r' or (mode == 'c' and expires > stop * 1000) then
+    touch(KEYS[i + 2], mode, stop, expires, now, grace)
+  end
+end
+redis.call('HSET', KEYS[1], 's', 'held', 'a', ARGV[5], 'e', string.format('%d', expires),
+  'k', encoded_keys)
+redis.call('ZADD', KEYS[2], expires, ARGV[4])
+return {0, expires, now}

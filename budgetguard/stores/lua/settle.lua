@@ -1,0 +1,38 @@
+-- settle.lua: replace a reservation's hold by the actual cost, once.
+--
+-- KEYS[1]   lease record (see reserve.lua)      KEYS[2] lease index of the tag
+-- KEYS[3..] the bucket hashes the reservation pinned, same {tag}
+-- ARGV[1..3] tag prefix, tombstone ms, grace ms (see prelude.lua)
+-- ARGV[4]   reservation id        ARGV[5] actual cost
+-- ARGV[6..] two per bucket: bucket end s (-1: none), expiry mode c|r|t
+--
+-- Returns 1 when this call charged the cost, 0 when it was already settled
+-- or released. A lease that expired (tombstone "expired", or no record left)
+-- lost its hold already, so only the cost is charged: once, thanks to the
+-- "done" tombstone written here.
+
+local now = now_ms()
+sweep(ARGV[1], KEYS[2], now, ARGV[2])
+
+local rec = redis.call('HMGET', KEYS[1], 's', 'a')
+if rec[1] == 'done' then
+  return 0
+end
+
+local grace = tonumber(ARGV[3])
+local held = rec[1] == 'held'
+for i = 3, #KEYS do
+  if held then
+    drop_hold(KEYS[i], rec[2])
+  end
+  redis.call('HINCRBY', KEYS[i], 'spent', ARGV[5])
+  -- A live hold's bucket got its expiry at reserve; after a lost lease the
+  -- bucket may be gone and this HINCRBY just created it.
+  local at = 6 + (i - 3) * 2
+  if not held or ARGV[at + 1] == 'r' then
+    touch(KEYS[i], ARGV[at + 1], ARGV[at], now, now, grace)
+  end
+end
+bury(KEYS[1], 'done', ARGV[2])
+redis.call('ZREM', KEYS[2], ARGV[4])
+return 1

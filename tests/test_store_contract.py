@@ -1,0 +1,270 @@
+"""The store contract (budgetguard/stores/_base.py), proven on every backend.
+
+Each test is written once against ``Backend``, an async facade over
+MemoryStore (with a controllable clock), RedisStore and AsyncRedisStore on a
+real Redis, so every backend answers the very same questions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from budgetguard._errors import ConfigurationError
+from budgetguard._windows import window_span
+from budgetguard.stores import (
+    AsyncRedisStore,
+    Counter,
+    CounterStatus,
+    Denial,
+    MemoryStore,
+    RedisStore,
+    Reservation,
+    ReserveOutcome,
+)
+
+LEASE = 0.2  # seconds; Redis backends really wait for it
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1_790_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class Backend:
+    """One store behind a uniform async API; ``wait`` lets time pass (fake or real)."""
+
+    name: str
+    store: Any
+    wait: Callable[[float], Any]
+    is_async: bool = False
+
+    async def _do(self, method: str, *args: Any) -> Any:
+        if self.is_async:
+            return await getattr(self.store, "a" + method)(*args)
+        return getattr(self.store, method)(*args)
+
+    async def reserve(
+        self, counters: tuple[Counter, ...], amount: int, lease_s: float = 60.0, rid: str = ""
+    ) -> ReserveOutcome:
+        result: ReserveOutcome = await self._do(
+            "reserve", rid or uuid.uuid4().hex, counters, amount, lease_s
+        )
+        return result
+
+    async def granted(self, counters: tuple[Counter, ...], amount: int, **kw: Any) -> Reservation:
+        outcome = await self.reserve(counters, amount, **kw)
+        assert isinstance(outcome, Reservation), outcome
+        return outcome
+
+    async def settle(self, reservation: Reservation, actual: int) -> bool:
+        return bool(await self._do("settle", reservation, actual))
+
+    async def release(self, reservation: Reservation) -> bool:
+        return bool(await self._do("release", reservation))
+
+    async def status(self, counter: Counter) -> CounterStatus:
+        result: CounterStatus = await self._do("status", counter)
+        return result
+
+
+@pytest.fixture(params=["memory", "redis", "async-redis"])
+async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
+    if request.param == "memory":
+        clock = FakeClock()
+
+        async def advance(seconds: float) -> None:
+            clock.now += seconds
+
+        yield Backend("memory", MemoryStore(clock=clock), advance)
+        return
+    client = request.getfixturevalue("redis_client")  # flushed DB, before and after
+    url = request.getfixturevalue("redis_url")
+    prefix = f"contract-{uuid.uuid4().hex[:8]}"
+    if request.param == "redis":
+        store = RedisStore(client, prefix=prefix)
+        yield Backend("redis", store, asyncio.sleep)
+        return
+    async_store = AsyncRedisStore(url, prefix=prefix)
+    try:
+        yield Backend("async-redis", async_store, asyncio.sleep, is_async=True)
+    finally:
+        await async_store.aclose()
+
+
+def counter(key: str = "k", limit: int = 1_000, window: str = "day", tag: str = "t") -> Counter:
+    return Counter(key=key, limit=limit, window=window, scope="tenant", subject=key, tag=tag)  # type: ignore[arg-type]
+
+
+async def test_reserve_holds_on_every_counter(backend: Backend) -> None:
+    a, b = counter("a"), counter("b", window="month")
+    reservation = await backend.granted((a, b), 300)
+    assert reservation.amount == 300
+    assert [c for c, _ in reservation.buckets] == [a, b]
+    for c in (a, b):
+        status = await backend.status(c)
+        assert (status.spent, status.held, status.remaining) == (0, 300, 700)
+
+
+async def test_all_or_nothing_across_counters(backend: Backend) -> None:
+    roomy, tight = counter("roomy", 1_000), counter("tight", 100)
+    denial = await backend.reserve((roomy, tight), 150)
+    assert isinstance(denial, Denial)
+    assert denial.counter == tight
+    assert (await backend.status(roomy)).held == 0  # nothing held where it would have fit
+
+
+async def test_all_or_nothing_across_tags(backend: Backend) -> None:
+    """Counters of different tags (Redis: one script per tag) still all-or-nothing."""
+    first, second = counter("first", 1_000, tag="t1"), counter("second", 100, tag="t2")
+    denial = await backend.reserve((first, second), 150)
+    assert isinstance(denial, Denial) and denial.counter == second
+    assert (await backend.status(first)).held == 0  # the first tag's hold was rolled back
+    reservation = await backend.granted((first, second), 100)
+    assert [c for c, _ in reservation.buckets] == [first, second]
+    assert await backend.settle(reservation, 40)
+    assert [(await backend.status(c)).spent for c in (first, second)] == [40, 40]
+
+
+async def test_denial_reports_counter_spent_held_and_reset(backend: Backend) -> None:
+    daily, total = counter("daily", 1_000), counter("total", 10_000, window="total")
+    done = await backend.granted((daily, total), 400)
+    await backend.settle(done, 250)
+    await backend.granted((daily, total), 500)  # in flight
+    denial = await backend.reserve((total, daily), 300)
+    assert isinstance(denial, Denial)
+    assert denial.counter == daily
+    assert (denial.spent, denial.held, denial.requested) == (250, 500, 300)
+    assert denial.resets_at == window_span("day", denial.now)[1]
+    total_denial = await backend.reserve((counter("total", 100, window="total"),), 1_000)
+    assert isinstance(total_denial, Denial) and total_denial.resets_at is None
+
+
+async def test_exact_fit_is_granted(backend: Backend) -> None:
+    c = counter(limit=1_000)
+    await backend.granted((c,), 600)
+    await backend.granted((c,), 400)
+    assert isinstance(await backend.reserve((c,), 1), Denial)
+
+
+async def test_settle_replaces_the_hold_by_the_actual_cost(backend: Backend) -> None:
+    c = counter()
+    reservation = await backend.granted((c,), 500)
+    assert await backend.settle(reservation, 120)
+    status = await backend.status(c)
+    assert (status.spent, status.held) == (120, 0)
+
+
+async def test_settle_twice_is_a_no_op(backend: Backend) -> None:
+    c = counter()
+    reservation = await backend.granted((c,), 500)
+    assert await backend.settle(reservation, 120) is True
+    assert await backend.settle(reservation, 480) is False
+    status = await backend.status(c)
+    assert (status.spent, status.held) == (120, 0)
+
+
+async def test_release_frees_the_hold_and_charges_nothing(backend: Backend) -> None:
+    c = counter()
+    reservation = await backend.granted((c,), 500)
+    assert await backend.release(reservation) is True
+    assert await backend.release(reservation) is False
+    assert await backend.settle(reservation, 100) is False  # released means done
+    status = await backend.status(c)
+    assert (status.spent, status.held) == (0, 0)
+
+
+async def test_lease_expiry_frees_the_hold(backend: Backend) -> None:
+    c = counter()
+    await backend.granted((c,), 500, lease_s=LEASE)
+    assert (await backend.status(c)).held == 500
+    await backend.wait(LEASE + 0.15)
+    status = await backend.status(c)  # the status call sweeps
+    assert (status.spent, status.held) == (0, 0)
+
+
+async def test_settle_after_expiry_still_charges_once(backend: Backend) -> None:
+    c = counter()
+    reservation = await backend.granted((c,), 500, lease_s=LEASE)
+    await backend.wait(LEASE + 0.15)
+    assert (await backend.status(c)).held == 0
+    assert await backend.settle(reservation, 300) is True
+    assert await backend.settle(reservation, 300) is False
+    status = await backend.status(c)
+    assert (status.spent, status.held) == (300, 0)
+
+
+async def test_release_after_expiry_leaves_the_charge_owed(backend: Backend) -> None:
+    c = counter()
+    reservation = await backend.granted((c,), 500, lease_s=LEASE)
+    await backend.wait(LEASE + 0.15)
+    assert await backend.release(reservation) is False
+    assert await backend.settle(reservation, 70) is True
+    assert (await backend.status(c)).spent == 70
+
+
+async def test_expiry_is_swept_by_the_next_reserve(backend: Backend) -> None:
+    c = counter(limit=500)
+    await backend.granted((c,), 500, lease_s=LEASE)
+    assert isinstance(await backend.reserve((c,), 500), Denial)
+    await backend.wait(LEASE + 0.15)
+    await backend.granted((c,), 500)  # the expired hold no longer counts
+
+
+async def test_negative_amounts_are_rejected(backend: Backend) -> None:
+    c = counter()
+    with pytest.raises(ConfigurationError, match="amount"):
+        await backend.reserve((c,), -1)
+    reservation = await backend.granted((c,), 10)
+    with pytest.raises(ConfigurationError, match="actual"):
+        await backend.settle(reservation, -5)
+    assert (await backend.status(c)).held == 10  # nothing recorded was lost
+
+
+async def test_a_reservation_id_is_used_once(backend: Backend) -> None:
+    c = counter()
+    await backend.granted((c,), 10, rid="same")
+    with pytest.raises(ConfigurationError, match="already used"):
+        await backend.reserve((c,), 10, rid="same")
+
+
+async def test_reservations_in_one_window_share_the_bucket(backend: Backend) -> None:
+    c = counter(window="minute", limit=10_000)
+    first = await backend.granted((c,), 100)
+    second = await backend.granted((c,), 200)
+    assert (
+        first.buckets[0][1] == second.buckets[0][1]
+        or first.buckets[0][1] + 60
+        == (
+            second.buckets[0][1]  # a minute boundary fell between the two calls
+        )
+    )
+    status = await backend.status(c)
+    if status.window_start == first.buckets[0][1]:
+        assert status.held == 300
+    assert status.resets_at == status.window_start + 60
+
+
+async def test_pinned_bucket_is_charged_even_after_the_window_moved(backend: Backend) -> None:
+    """A settle charges the bucket the call was admitted to, whatever the time now."""
+    c = counter(window="total")
+    reservation = await backend.granted((c,), 100)
+    assert reservation.buckets == ((c, 0),)
+    assert await backend.settle(reservation, 60)
+    assert (await backend.status(c)).window_start == 0
+
+
+async def test_counters_are_separate(backend: Backend) -> None:
+    a, b = counter("a"), counter("b")
+    reservation = await backend.granted((a,), 100)
+    await backend.settle(reservation, 100)
+    assert (await backend.status(b)).spent == 0
