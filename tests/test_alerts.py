@@ -1,0 +1,451 @@
+"""Alerts (budgetguard/_alerts.py): thresholds deduplicated across processes on a real
+Redis, request-cost and spike rules, and webhooks that can never slow an LLM call."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import logging
+import multiprocessing
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from budgetguard import _config
+from budgetguard._alerts import (
+    Alert,
+    Alerts,
+    LogSink,
+    MemoryAlertState,
+    RedisAlertState,
+    RequestCost,
+    Spike,
+    Webhook,
+)
+from budgetguard._engine import admit_cost
+from budgetguard._errors import BudgetExceeded, ConfigurationError
+from budgetguard._guard import spend_limit
+from budgetguard._policy import Limit, Policy, Threshold
+from budgetguard.stores import MemoryStore, RedisStore
+
+CENT = 10_000_000  # nano-USD
+
+
+@pytest.fixture(autouse=True)
+def _fresh_settings() -> Iterator[None]:
+    _config.reset()
+    yield
+    _config.reset()
+
+
+def call(
+    nanos: int, *, feature: str = "summarize", user: str = "u-1", tenant: str = "acme"
+) -> None:
+    """One guarded call through the real engine, settled at exactly ``nanos``."""
+    with spend_limit(feature=feature, user=user, tenant=tenant):
+        admission = admit_cost(nanos, model="gpt-4o")
+        admission.settle_nanos(nanos, model="gpt-4o")
+
+
+class Collect:
+    """A callback sink."""
+
+    def __init__(self) -> None:
+        self.alerts: list[Alert] = []
+
+    def __call__(self, alert: Alert) -> None:
+        self.alerts.append(alert)
+
+    def kinds(self, kind: str) -> list[Alert]:
+        return [a for a in self.alerts if a.kind == kind]
+
+
+def fractions(alerts: list[Alert]) -> list[str]:
+    return sorted(f"{a.fraction:f}" for a in alerts if a.kind == "threshold")
+
+
+# -- thresholds ------------------------------------------------------------------
+
+
+def test_thresholds_fire_once_each_in_process() -> None:
+    sink = Collect()
+    alerts = Alerts(sinks=[sink])
+    _config.configure(
+        policy=Policy(
+            limits=[Limit("feature", usd=1, window="day")],
+            alerts=[Threshold(0.5), Threshold(0.8), Threshold(1)],
+        ),
+        listeners=[alerts],
+    )
+    for n in range(14):
+        try:
+            call(10 * CENT)
+        except BudgetExceeded:
+            assert n >= 10
+        assert alerts.flush(5)  # evaluate as we go: each crossing seen when it happens
+    assert fractions(sink.alerts) == ["0.5", "0.8", "1"]
+    first = sink.alerts[0]
+    assert (first.scope, first.key, first.window) == ("feature", "summarize", "day")
+    assert first.amount == Decimal("0.5") and first.limit == Decimal(1)
+    assert first.resets_at is not None
+    assert "feature 'summarize' reached 50% of its day budget: $0.50 of $1.00" in first.message
+    alerts.close()
+
+
+def test_thresholds_fire_again_in_the_next_window() -> None:
+    clock = [1_790_000_000.0]
+    store = MemoryStore(clock=lambda: clock[0])
+    sink = Collect()
+    alerts = Alerts(sinks=[sink], state=MemoryAlertState(lambda: clock[0]), clock=lambda: clock[0])
+    _config.configure(
+        store=store,
+        policy=Policy(limits=[Limit("user", usd=1, window="minute")], alerts=[Threshold(0.5)]),
+        listeners=[alerts],
+    )
+    for _ in range(6):
+        call(10 * CENT)
+    assert alerts.flush(5)
+    assert len(sink.alerts) == 1
+    clock[0] += 60  # the next minute: a fresh window, a fresh alert
+    for _ in range(6):
+        call(10 * CENT)
+    assert alerts.flush(5)
+    assert len(sink.alerts) == 2
+    assert sink.alerts[0].resets_at != sink.alerts[1].resets_at
+    alerts.close()
+
+
+def test_threshold_scope_filter_and_extra_rules() -> None:
+    sink = Collect()
+    alerts = Alerts(sinks=[sink], rules=[Threshold(0.25, scope="user")])
+    _config.configure(
+        policy=Policy(
+            limits=[Limit("user", usd=1, window="day"), Limit("tenant", usd=2, window="day")],
+            alerts=[Threshold(0.9, scope="tenant")],
+        ),
+        listeners=[alerts],
+    )
+    for user, cents in [("u-1", 30), ("u-1", 50), ("u-2", 95), ("u-3", 10)]:
+        call(cents * CENT, user=user)
+        assert alerts.flush(5)
+    assert [(a.scope, a.key, f"{a.fraction:f}") for a in sink.alerts] == [
+        ("user", "u-1", "0.25"),
+        ("user", "u-2", "0.25"),
+        ("tenant", "acme", "0.9"),
+    ]
+    alerts.close()
+
+
+def _dedupe_worker(
+    redis_url: str, prefix: str, list_key: str, barrier: Any, calls: int
+) -> None:  # pragma: no cover - runs in a child process
+    import redis as redis_lib
+
+    results = redis_lib.Redis.from_url(redis_url)
+    store = RedisStore.from_url(redis_url, prefix=prefix)
+    alerts = Alerts(
+        sinks=[lambda alert: results.rpush(list_key, json.dumps(alert.to_dict()))],
+        rules=[RequestCost(usd="0.015")],
+    )
+    _config.configure(
+        store=store,
+        policy=Policy(
+            limits=[Limit("feature", usd=1, window="day")],
+            alerts=[Threshold(0.5), Threshold(0.8), Threshold(1.0)],
+        ),
+        listeners=[alerts],
+    )
+    barrier.wait()
+    for n in range(calls):
+        try:
+            call(2 * CENT if n == 0 else CENT)
+        except BudgetExceeded as full:
+            if full.held == 0:  # nothing in flight: the budget is spent to the cent
+                break
+        if n % 5 == 0:
+            alerts.flush(5)
+    alerts.close()
+    store.close()
+
+
+def test_threshold_alerts_are_deduplicated_across_processes(
+    redis_client: Any, redis_url: str
+) -> None:
+    """Four processes push one feature past 50/80/100% at once: each threshold fires once."""
+    prefix = f"bga{uuid.uuid4().hex[:8]}"
+    list_key = f"{prefix}:results"
+    ctx = multiprocessing.get_context("fork")
+    barrier = ctx.Barrier(4)
+    procs = [
+        ctx.Process(target=_dedupe_worker, args=(redis_url, prefix, list_key, barrier, 500))
+        for _ in range(4)
+    ]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(60)
+        assert proc.exitcode == 0
+    got = [json.loads(raw) for raw in redis_client.lrange(list_key, 0, -1)]
+    thresholds = sorted(a["fraction"] for a in got if a["kind"] == "threshold")
+    assert thresholds == ["0.5", "0.8", "1"]
+    assert all(a["key"] == "summarize" for a in got if a["kind"] == "threshold")
+    # the request-cost rule is per call, not deduplicated: one 2-cent call per process
+    assert [a["amount"] for a in got if a["kind"] == "request_cost"] == ["0.02"] * 4
+    markers = list(redis_client.scan_iter(match=f"{prefix}:*:a:*"))
+    assert len(markers) == 3
+    assert all(0 < redis_client.ttl(m) <= 86_400 + 3600 for m in markers)
+
+
+# -- request cost and spikes ---------------------------------------------------------
+
+
+def test_request_cost_rule_names_the_call() -> None:
+    sink = Collect()
+    alerts = Alerts(sinks=[sink], rules=[RequestCost(usd="0.05")])
+    _config.configure(listeners=[alerts])
+    call(5 * CENT)  # not above
+    call(5 * CENT + 1, feature="agent", user="u-9")
+    assert alerts.flush(5)
+    (alert,) = sink.alerts
+    assert (alert.kind, alert.feature, alert.user, alert.tenant, alert.model) == (
+        "request_cost",
+        "agent",
+        "u-9",
+        "acme",
+        "gpt-4o",
+    )
+    assert alert.amount == Decimal("0.050000001")
+    assert "cost $0.050000001 (alert above $0.05) for tenant=acme, user=u-9" in alert.message
+    alerts.close()
+
+
+def seed_history(state: Any, *, per_slot: int, now: float) -> None:
+    """Seven days of steady spend before the last hour, in 5-minute slots."""
+    current = int(now) // 300 * 300
+    state.add_spend({current - n * 300: per_slot for n in range(12, 12 + 7 * 24 * 12)})
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+def test_spike_against_the_weekly_average(backend: str, redis_url: str) -> None:
+    prefix = f"bgs{uuid.uuid4().hex[:8]}"
+    state: Any = (
+        MemoryAlertState() if backend == "memory" else RedisAlertState(redis_url, prefix=prefix)
+    )
+    seed_history(state, per_slot=10 * CENT, now=time.time())  # $1.20 an hour
+    sink = Collect()
+    alerts = Alerts(
+        sinks=[sink], rules=[Spike(factor=3, min_usd="0.5", check_every_s=0)], state=state
+    )
+    _config.configure(listeners=[alerts])
+    for _ in range(2):
+        call(100 * CENT)  # $2 this hour: 1.7x the $1.20 average, no spike
+    assert alerts.flush(5)
+    assert sink.alerts == []
+    for _ in range(2):
+        call(100 * CENT)  # $4: 3.3x
+    assert alerts.flush(5)
+    call(100 * CENT)
+    assert alerts.flush(5)
+    (spike,) = sink.alerts  # once per hour, however much more is spent
+    assert spike.kind == "spike" and spike.amount == Decimal(4)
+    assert spike.baseline == Decimal("1.2") and spike.fraction == Decimal(3)
+    assert "$4.00 in the last hour, 3.3x the 7-day hourly average ($1.20)" in spike.message
+    alerts.close()
+    if backend == "redis":
+        keys = list(state.client.scan_iter(match=f"{prefix}:*"))
+        state.client.delete(*keys)
+
+
+def test_spike_needs_min_usd() -> None:
+    sink = Collect()
+    alerts = Alerts(sinks=[sink], rules=[Spike(factor=2, min_usd=1, check_every_s=0)])
+    _config.configure(listeners=[alerts])
+    call(50 * CENT)  # no history at all, but below min_usd
+    assert alerts.flush(5)
+    assert sink.alerts == []
+    call(60 * CENT)
+    assert alerts.flush(5)
+    assert [a.kind for a in sink.alerts] == ["spike"]
+    assert "no history" in sink.alerts[0].message
+    alerts.close()
+
+
+# -- sinks ---------------------------------------------------------------------------
+
+
+def test_log_sink_default_and_a_failing_sink_hurts_nobody(caplog: pytest.LogCaptureFixture) -> None:
+    def broken(alert: Alert) -> None:
+        raise RuntimeError("sink down")
+
+    sink = Collect()
+    alerts = Alerts(sinks=[broken, LogSink(), sink], rules=[RequestCost(usd=0)])
+    _config.configure(listeners=[alerts])
+    with caplog.at_level(logging.WARNING):
+        call(CENT)
+        assert alerts.flush(5)
+    assert len(sink.alerts) == 1
+    assert any(
+        "budgetguard alert: budgetguard: one gpt-4o call" in r.message for r in caplog.records
+    )
+    assert any("alert sink" in r.message and "failed" in r.message for r in caplog.records)
+    alerts.close()
+
+
+def test_bad_configuration_names_the_argument() -> None:
+    with pytest.raises(ConfigurationError, match=r"rules\[0\]"):
+        Alerts(rules=["80%"])  # type: ignore[list-item]
+    with pytest.raises(ConfigurationError, match=r"sinks\[0\]"):
+        Alerts(sinks=["#alerts"])  # type: ignore[list-item]
+    with pytest.raises(ConfigurationError, match=r"Spike\.factor"):
+        Spike(factor=1)
+    with pytest.raises(ConfigurationError, match="url"):
+        Webhook("hooks.slack.com/x")
+    with pytest.raises(ConfigurationError, match="state"):
+        Alerts(state=42)
+
+
+# -- webhooks ------------------------------------------------------------------------
+
+
+class Hook:
+    """A webhook endpoint on loopback: slow, failing, or fine."""
+
+    def __init__(self, *, delay: float = 0.0, status: int = 200) -> None:
+        self.delay = delay
+        self.status = status
+        self.bodies: list[dict[str, Any]] = []
+        self.release = threading.Event()
+        hook = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                hook.bodies.append(json.loads(body))
+                hook.release.wait(hook.delay)
+                try:
+                    self.send_response(hook.status)
+                    self.end_headers()
+                    self.wfile.write(b"ok")
+                except OSError:
+                    pass  # the client gave up (its timeout): that is the point
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def dead_url() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/hook"  # nothing listens there any more
+
+
+def timed(calls: int) -> float:
+    started = time.perf_counter()
+    for _ in range(calls):
+        call(CENT)
+    return time.perf_counter() - started
+
+
+@pytest.mark.parametrize("mode", ["slow", "error500", "dead"])
+def test_a_slow_or_dead_webhook_never_slows_guarded_calls(mode: str) -> None:
+    """20 guarded calls, each firing a webhook alert: latency as with no alerts at all."""
+    hook = Hook(delay=2.0) if mode == "slow" else Hook(status=500) if mode == "error500" else None
+    url = hook.url if hook else dead_url()
+    webhook = Webhook(url, timeout=3.0, retries=2)
+    alerts = Alerts(sinks=[webhook], rules=[RequestCost(usd=0)])
+    _config.configure(policy=Policy(limits=[Limit("feature", usd=100)]))
+    timed(5)  # warm up
+    baseline = timed(20)
+    _config.configure(listeners=[alerts])
+    guarded = timed(20)
+    assert alerts.flush(5)
+    extra = guarded - baseline
+    print(
+        f"\n[{mode}] 20 calls: {baseline * 1000:.1f} ms without alerts, "
+        f"{guarded * 1000:.1f} ms with a {mode} webhook (+{extra * 1000:.1f} ms)"
+    )
+    assert guarded < 0.5, f"20 calls took {guarded:.3f}s with a {mode} webhook"
+    assert extra < 0.2, f"alerts added {extra:.3f}s to 20 calls"
+    if mode == "slow":
+        assert hook is not None
+        time.sleep(0.3)
+        assert hook.bodies[0]["text"].startswith("budgetguard: one gpt-4o call cost $0.01")
+        hook.release.set()  # let the endpoint answer: every alert arrives
+        assert webhook.flush(10)
+        assert len(hook.bodies) == 20 and webhook.sent == 20
+    started = time.perf_counter()
+    alerts.close(timeout=0.5)
+    assert time.perf_counter() - started < 3  # closing gives up in bounded time
+    if hook:
+        hook.close()
+
+
+def test_webhook_retries_are_bounded_and_errors_counted() -> None:
+    hook = Hook(status=500)
+    webhook = Webhook(hook.url, retries=2, format="json")
+    alert = Alert(kind="spike", message="hello", at=_now(), amount=Decimal("1.5"))
+    webhook(alert)
+    assert webhook.flush(10)
+    assert len(hook.bodies) == 3  # one try + two retries
+    assert webhook.failed == 1 and webhook.sent == 0
+    assert hook.bodies[0] == {"text": "hello", **alert.to_dict()}
+    assert hook.bodies[0]["amount"] == "1.5"
+    hook.status = 404  # not retryable: one request
+    webhook(alert)
+    assert webhook.flush(10)
+    assert len(hook.bodies) == 4 and webhook.failed == 2
+    hook.status = 200
+    webhook(alert)
+    assert webhook.flush(10)
+    assert webhook.sent == 1
+    webhook.close()
+    hook.close()
+
+
+def test_webhook_timeout_is_honoured() -> None:
+    hook = Hook(delay=5.0)
+    webhook = Webhook(hook.url, timeout=0.3, retries=1)
+    started = time.perf_counter()
+    webhook(Alert(kind="spike", message="x", at=_now(), amount=Decimal(1)))
+    assert webhook.flush(10)
+    assert webhook.failed == 1
+    assert time.perf_counter() - started < 2.5  # 2 tries x 0.3 s + backoff
+    webhook.close()
+    hook.close()
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def test_redis_state_claims_once_with_expiry(redis_client: Any, redis_url: str) -> None:
+    state = RedisAlertState(redis_client, prefix="bgc")
+    end = time.time() + 100
+    assert state.claim("acme", "k:1:0.5", end)
+    assert not state.claim("acme", "k:1:0.5", end)
+    assert RedisAlertState(redis_url, prefix="bgc").claim("acme", "k:1:0.8", None)
+    assert 100 < redis_client.ttl("bgc:{acme}:a:k:1:0.5") <= 100 + 3600
+    assert redis_client.ttl("bgc:{acme}:a:k:1:0.8") == -1
+    slot = int(time.time()) // 300 * 300
+    state.add_spend({slot: 5, slot - 300: 7})
+    state.add_spend({slot: 1})
+    assert state.spend([slot - 600, slot - 300, slot]) == [0, 7, 6]
+    assert 7 * 86_400 < redis_client.ttl(f"bgc:{{spike}}:s:{slot}") <= 8 * 86_400
