@@ -1,0 +1,104 @@
+"""budgetguard: stop surprise LLM bills before they happen.
+
+Every guarded LLM call is estimated (worst case) before it is sent, that
+amount is reserved atomically on every budget the call touches, and the
+reservation is settled with the actual usage afterwards::
+
+    import budgetguard as bg
+
+    bg.configure(policy=bg.Policy(limits=[bg.Limit(scope="tenant", usd=50, window="day")]))
+    client = bg.instrument(openai.OpenAI())
+
+    with bg.spend_limit(usd="0.50", tenant="acme") as run:
+        client.chat.completions.create(model="gpt-4o", messages=[...])
+    print(run.spent)
+
+See README.md and docs/ for the concepts, the stores and the integrations.
+"""
+
+from __future__ import annotations
+
+from importlib import metadata as _metadata
+
+from ._alerts import (
+    Alert,
+    Alerts,
+    LogSink,
+    MemoryAlertState,
+    RedisAlertState,
+    RequestCost,
+    Spike,
+    Webhook,
+)
+from ._config import Settings, configure, current, reset
+from ._engine import Admission, CallRecord, LLMRequest, aadmit, aadmit_cost, admit, admit_cost
+from ._errors import (
+    BudgetError,
+    BudgetExceeded,
+    ConfigurationError,
+    StoreUnavailable,
+    UnknownModel,
+    UsageError,
+)
+from ._guard import Guard, Run, budget, spend_limit
+from ._instrument import instrument
+from ._ledger import Ledger, PostgresLedger, SQLiteLedger, open_ledger
+from ._money import Money
+from ._policy import Limit, Policy, Threshold
+from ._pricing import Price
+from ._status import BudgetStatus, astatus, status
+from ._usage import Usage
+from .stores import MemoryStore
+
+try:
+    __version__ = _metadata.version("budgetguard")
+except _metadata.PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0.0.0"
+
+__all__ = [
+    "Admission",
+    "Alert",
+    "Alerts",
+    "BudgetError",
+    "BudgetExceeded",
+    "BudgetStatus",
+    "CallRecord",
+    "ConfigurationError",
+    "Guard",
+    "LLMRequest",
+    "Ledger",
+    "Limit",
+    "LogSink",
+    "MemoryAlertState",
+    "MemoryStore",
+    "Money",
+    "Policy",
+    "PostgresLedger",
+    "Price",
+    "RedisAlertState",
+    "RequestCost",
+    "Run",
+    "SQLiteLedger",
+    "Settings",
+    "Spike",
+    "StoreUnavailable",
+    "Threshold",
+    "UnknownModel",
+    "Usage",
+    "UsageError",
+    "Webhook",
+    "__version__",
+    "aadmit",
+    "aadmit_cost",
+    "admit",
+    "admit_cost",
+    "astatus",
+    "budget",
+    "configure",
+    "current",
+    "instrument",
+    "open_ledger",
+    "reset",
+    "spend_limit",
+    "status",
+]
