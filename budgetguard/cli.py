@@ -55,6 +55,10 @@ _CONFIG_KEYS = frozenset({"store", "ledger", "prefix", "policy"}) | _POLICY_KEYS
 _STATUS_SCOPES = ("global", "tenant", "user", "feature", "model")
 
 
+DEFAULT_CONFIG = "budgetguard.toml"
+"""Read from the current directory when no --config, $BUDGETGUARD_CONFIG or app names one."""
+
+
 class CliError(Exception):
     """A bad option or configuration: printed as ``budgetguard: error: ...``, exit status 2."""
 
@@ -263,7 +267,8 @@ def load_context(
     """The policy, store and ledger a command works on.
 
     Lowest to highest priority: ``--app`` (or ``$BUDGETGUARD_APP``), ``--config``
-    (or ``$BUDGETGUARD_CONFIG``), ``$BUDGETGUARD_STORE`` / ``$BUDGETGUARD_LEDGER``,
+    (or ``$BUDGETGUARD_CONFIG``; else ``./budgetguard.toml`` when there is one
+    and no app is named), ``$BUDGETGUARD_STORE`` / ``$BUDGETGUARD_LEDGER``,
     then ``--store`` / ``--ledger``.
     """
     env = os.environ if environ is None else environ
@@ -272,6 +277,8 @@ def load_context(
     if app_spec:
         _apply_app(ctx, app_spec, app_where)
     path, where = (config, "--config") if config else (env.get("BUDGETGUARD_CONFIG"), "")
+    if not path and not app_spec and os.path.isfile(DEFAULT_CONFIG):
+        path, where = DEFAULT_CONFIG, DEFAULT_CONFIG
     if path:
         _apply_config(ctx, _read_config(path, where or "BUDGETGUARD_CONFIG"), path)
     for name, flag, var in (

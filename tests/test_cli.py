@@ -354,6 +354,17 @@ def test_env_vars_and_flag_precedence(world: World, tmp_path: Path) -> None:
     assert len(json.loads(out)) == 2  # the flag beats the env var
 
 
+def test_budgetguard_toml_in_the_current_directory_is_read(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(world.config.parent)
+    code, out, _ = run_main("status", "--json")
+    assert code == 0 and json.loads(out)  # the world's counters, found without --config
+    monkeypatch.chdir(world.config.parent.parent)
+    code, _, err = run_main("status")
+    assert code == 2 and "no limits configured" in err
+
+
 def test_app_callable_configures_everything(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
