@@ -37,7 +37,6 @@ def main() -> None:
         except bg.BudgetExceeded as stop:
             print(f"\nstopped before step {step}: {stop}")
     print(f"agent made {run.calls} calls and spent {bg.Money.usd(run.spent)} of $0.50")
-    assert run.spent <= run.limit if run.limit is not None else True
 
 
 if __name__ == "__main__":

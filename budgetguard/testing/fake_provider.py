@@ -36,6 +36,7 @@ import contextlib
 import json
 import re
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -175,6 +176,11 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     provider: FakeProvider
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        # A client that abandons a stream resets its connection: expected here, not news.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)  # type: ignore[arg-type]
 
 
 def _id(prefix: str) -> str:
