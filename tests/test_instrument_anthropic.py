@@ -7,13 +7,12 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from provider_support import close_to, configure_user_limit, genai_price, user
 
 import budgetguard as bg
-from budgetguard._money import nanos_to_usd, usd_to_nanos
 from budgetguard.testing import FakeProvider
 
 anthropic = pytest.importorskip("anthropic")
-genai_prices = pytest.importorskip("genai_prices")
 
 OPUS, HAIKU = "claude-opus-4-5", "claude-haiku-4-5"
 MESSAGES = [{"role": "user", "content": "Summarize the plot of Hamlet in one sentence."}]
@@ -33,10 +32,11 @@ def _policy(fake: FakeProvider) -> None:
 
 
 def configure(usd: float | str = 10, on_exceed: str = "raise", **extra: Any) -> None:
-    limits = [bg.Limit(scope="user", usd=usd, window="day"), *extra.pop("limits", [])]
-    bg.configure(
-        policy=bg.Policy(limits=limits, on_exceed=on_exceed, downgrade={OPUS: HAIKU}, **extra)
-    )
+    configure_user_limit({OPUS: HAIKU}, usd, on_exceed, **extra)
+
+
+def price(model: str, **usage: int) -> Decimal:
+    return genai_price("anthropic", model, **usage)
 
 
 @pytest.fixture
@@ -51,21 +51,6 @@ def aclient(fake: FakeProvider) -> Any:
     return bg.instrument(
         anthropic.AsyncAnthropic(base_url=fake.anthropic_base_url, api_key="test", max_retries=0)
     )
-
-
-def price(model: str, **usage: int) -> Decimal:
-    total = genai_prices.calc_price(
-        genai_prices.Usage(**usage), model, provider_id="anthropic"
-    ).total_price
-    return nanos_to_usd(usd_to_nanos(total))
-
-
-def close_to(actual: Decimal, expected: Decimal) -> bool:
-    return abs(actual - expected) <= Decimal("0.000000002")
-
-
-def user() -> Any:
-    return bg.status("user", "u1")
 
 
 def script_cache(fake: FakeProvider, model: str = HAIKU) -> Decimal:

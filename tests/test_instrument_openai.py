@@ -7,13 +7,12 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from provider_support import close_to, configure_user_limit, genai_price, user
 
 import budgetguard as bg
-from budgetguard._money import nanos_to_usd, usd_to_nanos
 from budgetguard.testing import FakeProvider
 
 openai = pytest.importorskip("openai")
-genai_prices = pytest.importorskip("genai_prices")
 
 MESSAGES = [{"role": "user", "content": "Summarize the plot of Hamlet in one sentence."}]
 LONG_TEXT = "word " * 200
@@ -31,13 +30,12 @@ def _policy(fake: FakeProvider) -> None:
     configure()
 
 
-def configure(usd: float = 10, on_exceed: str = "raise", **extra: Any) -> None:
-    limits = [bg.Limit(scope="user", usd=usd, window="day"), *extra.pop("limits", [])]
-    bg.configure(
-        policy=bg.Policy(
-            limits=limits, on_exceed=on_exceed, downgrade={"gpt-4o": "gpt-4o-mini"}, **extra
-        )
-    )
+def configure(usd: float | str = 10, on_exceed: str = "raise", **extra: Any) -> None:
+    configure_user_limit({"gpt-4o": "gpt-4o-mini"}, usd, on_exceed, **extra)
+
+
+def price(model: str, **usage: int) -> Decimal:
+    return genai_price("openai", model, **usage)
 
 
 @pytest.fixture
@@ -52,22 +50,6 @@ def aclient(fake: FakeProvider) -> Any:
     return bg.instrument(
         openai.AsyncOpenAI(base_url=fake.openai_base_url, api_key="test", max_retries=0)
     )
-
-
-def price(model: str, **usage: int) -> Decimal:
-    """genai-prices' own answer, to the nano-USD (rounded up, as budgetguard charges)."""
-    total = genai_prices.calc_price(
-        genai_prices.Usage(**usage), model, provider_id="openai"
-    ).total_price
-    return nanos_to_usd(usd_to_nanos(total))
-
-
-def close_to(actual: Decimal, expected: Decimal) -> bool:
-    return abs(actual - expected) <= Decimal("0.000000002")
-
-
-def user() -> Any:
-    return bg.status("user", "u1")
 
 
 def script_cached_reasoning(fake: FakeProvider) -> Decimal:
