@@ -24,12 +24,21 @@ class Usage:
     reasoning_tokens: int = 0
 
     def __post_init__(self) -> None:
+        i, o = self.input_tokens, self.output_tokens
+        r, w, x = self.cache_read_tokens, self.cache_write_tokens, self.reasoning_tokens
+        # Settling builds one Usage per call: the common all-valid case in one expression.
+        if type(i) is type(o) is type(r) is type(w) is type(x) is int and min(i, o, r, w, x) >= 0:
+            self._check_sums()
+            return
         for f in fields(self):
             value = getattr(self, f.name)
             if not isinstance(value, int) or isinstance(value, bool):
                 raise UsageError(f"usage.{f.name}: expected an int, got {value!r}")
             if value < 0:
                 raise UsageError(f"usage.{f.name}: must be >= 0, got {value}")
+        self._check_sums()
+
+    def _check_sums(self) -> None:
         cached = self.cache_read_tokens + self.cache_write_tokens
         if cached > self.input_tokens:
             raise UsageError(
