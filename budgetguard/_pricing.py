@@ -20,8 +20,9 @@ from __future__ import annotations
 import re
 import threading
 import time
+from bisect import bisect_left
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as dtime
 from decimal import ROUND_CEILING, Decimal
@@ -145,6 +146,11 @@ def _at(rate: Rate, input_tokens: int) -> int:
     return rate if isinstance(rate, int) else rate.at(input_tokens)
 
 
+_Band = tuple[int, int, int | None, int | None, int | None]
+"""Flat rates in force over one input-token range: input, output, cache read, cache write,
+reasoning (``None``: no own rate)."""
+
+
 @dataclass(frozen=True, slots=True)
 class ModelRates:
     """One model's prices as integers, ready for the hot path.
@@ -152,6 +158,11 @@ class ModelRates:
     Rates are nano-USD per million tokens; ``request_rate`` is nano-USD per
     million requests (a per-request fee, rare). ``source`` says where they
     came from: ``"genai-prices"``, ``"override"`` or ``"fallback"``.
+
+    Tiers are resolved once, at construction: every tier start of every rate
+    splits the input-token axis into bands, and each band holds the flat rates
+    in force there (plus the two worst-case rates). Pricing a usage is then one
+    band lookup and integer arithmetic, with no per-rate tier walk.
     """
 
     model: str
@@ -165,6 +176,43 @@ class ModelRates:
     max_output_tokens: int | None = None
     context_window: int | None = None
     source: str = "genai-prices"
+    _starts: tuple[int, ...] = field(init=False, repr=False, compare=False)
+    _bands: tuple[_Band, ...] = field(init=False, repr=False, compare=False)
+    _worst: tuple[tuple[int, int], ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        rates = (
+            self.input_rate,
+            self.output_rate,
+            self.cache_read_rate,
+            self.cache_write_rate,
+            self.reasoning_rate,
+        )
+        starts = tuple(
+            sorted(
+                {start for rate in rates if isinstance(rate, TieredRate) for start, _ in rate.tiers}
+            )
+        )
+        # Band i holds the input-token counts n with starts[i-1] < n <= starts[i]:
+        # n <= starts[0] is below every tier; a tier applies once n exceeds its start.
+        samples = [starts[0] if starts else 0, *(start + 1 for start in starts)]
+        bands: list[_Band] = []
+        worst: list[tuple[int, int]] = []
+        for n in samples:
+            flat_in, flat_out, read, write, reasoning = (
+                None if rate is None else _at(rate, n) for rate in rates
+            )
+            assert flat_in is not None and flat_out is not None
+            bands.append((flat_in, flat_out, read, write, reasoning))
+            worst.append(
+                (
+                    max(flat_in, read or 0, write or 0),
+                    max(flat_out, reasoning or 0),
+                )
+            )
+        object.__setattr__(self, "_starts", starts)
+        object.__setattr__(self, "_bands", tuple(bands))
+        object.__setattr__(self, "_worst", tuple(worst))
 
     def cost(self, usage: Usage) -> int:
         """Exact cost in nano-USD, rounded up once at the end.
@@ -174,20 +222,26 @@ class ModelRates:
         model has one, else the plain input/output rate.
         """
         n = usage.input_tokens
+        starts = self._starts
+        input_rate, output_rate, read_rate, write_rate, reasoning_rate = self._bands[
+            bisect_left(starts, n) if starts else 0
+        ]
         total = self.request_rate
         uncached = n
-        if self.cache_read_rate is not None and usage.cache_read_tokens:
-            total += usage.cache_read_tokens * _at(self.cache_read_rate, n)
-            uncached -= usage.cache_read_tokens
-        if self.cache_write_rate is not None and usage.cache_write_tokens:
-            total += usage.cache_write_tokens * _at(self.cache_write_rate, n)
-            uncached -= usage.cache_write_tokens
-        total += uncached * _at(self.input_rate, n)
+        read = usage.cache_read_tokens
+        if read and read_rate is not None:
+            total += read * read_rate
+            uncached -= read
+        write = usage.cache_write_tokens
+        if write and write_rate is not None:
+            total += write * write_rate
+            uncached -= write
         output = usage.output_tokens
-        if self.reasoning_rate is not None and usage.reasoning_tokens:
-            total += usage.reasoning_tokens * _at(self.reasoning_rate, n)
-            output -= usage.reasoning_tokens
-        total += output * _at(self.output_rate, n)
+        reasoning = usage.reasoning_tokens
+        if reasoning and reasoning_rate is not None:
+            total += reasoning * reasoning_rate
+            output -= reasoning
+        total += uncached * input_rate + output * output_rate
         return -(-total // PER_MILLION)
 
     def worst_case(self, input_tokens: int, output_tokens: int) -> int:
@@ -203,15 +257,9 @@ class ModelRates:
             raise ConfigurationError(
                 f"worst_case: token counts must be >= 0, got {input_tokens}, {output_tokens}"
             )
-        n = input_tokens
-        in_rate = _at(self.input_rate, n)
-        for rate in (self.cache_read_rate, self.cache_write_rate):
-            if rate is not None:
-                in_rate = max(in_rate, _at(rate, n))
-        out_rate = _at(self.output_rate, n)
-        if self.reasoning_rate is not None:
-            out_rate = max(out_rate, _at(self.reasoning_rate, n))
-        total = n * in_rate + output_tokens * out_rate + self.request_rate
+        starts = self._starts
+        in_rate, out_rate = self._worst[bisect_left(starts, input_tokens) if starts else 0]
+        total = input_tokens * in_rate + output_tokens * out_rate + self.request_rate
         return -(-total // PER_MILLION)
 
 

@@ -72,6 +72,12 @@ _lock = threading.Lock()
 _encodings: dict[str, tiktoken.Encoding | None] = {}
 _model_encodings: dict[str, str | None] = {}
 
+_MEMO_CHARS = 16
+"""Strings this short (roles, names, part types: a few in every message) are counted
+once per encoding and remembered; longer text is encoded every time."""
+_MEMO_SIZE = 4096
+_memo: dict[tuple[tiktoken.Encoding, bool, str], int] = {}
+
 
 def _bare(model: str) -> str:
     return model.rsplit("/", 1)[-1].lower()
@@ -134,22 +140,27 @@ def count_text_tokens(model: str, text: str) -> int:
     if not text:
         return 0
     name = encoding_for(model)
-    if name is not None:
-        encoding = _load(name)
-        if encoding is None:
-            return len(text.encode("utf-8"))
-        return len(encoding.encode_ordinary(text))
-    return _approximate(text)
-
-
-def _approximate(text: str) -> int:
-    """Claude, Gemini and others: max(1.4 x cl100k, chars / 3), capped at UTF-8 bytes."""
-    size = len(text.encode("utf-8"))
-    encoding = _load(_APPROX_ENCODING)
+    exact = name is not None
+    encoding = _load(name if name is not None else _APPROX_ENCODING)
     if encoding is None:
-        return size
+        return len(text.encode("utf-8"))
+    if len(text) > _MEMO_CHARS:
+        return len(encoding.encode_ordinary(text)) if exact else _approximate(encoding, text)
+    key = (encoding, exact, text)
+    counted = _memo.get(key)
+    if counted is None:
+        counted = len(encoding.encode_ordinary(text)) if exact else _approximate(encoding, text)
+        if len(_memo) >= _MEMO_SIZE:
+            _memo.clear()
+        _memo[key] = counted
+    return counted
+
+
+def _approximate(cl100k: tiktoken.Encoding, text: str) -> int:
+    """Claude, Gemini and others: max(1.4 x cl100k, chars / 3), capped at UTF-8 bytes."""
+    size = len(text) if text.isascii() else len(text.encode("utf-8"))
     numerator, denominator = APPROX_FACTOR
-    scaled = -(-len(encoding.encode_ordinary(text)) * numerator // denominator)
+    scaled = -(-len(cl100k.encode_ordinary(text)) * numerator // denominator)
     floor = -(-len(text) // CHARS_PER_TOKEN_FLOOR)
     return min(size, max(scaled, floor))
 
@@ -168,7 +179,7 @@ def _count_value(model: str, value: object) -> int:
         return 0
     if isinstance(value, str):
         return count_text_tokens(model, value)
-    if isinstance(value, Mapping):
+    if type(value) is dict or isinstance(value, Mapping):
         kind = value.get("type")
         if kind in _IMAGE_TYPES:
             return _image_tokens(model)
@@ -213,7 +224,7 @@ def count_message_tokens(
     if system:
         total += TOKENS_PER_MESSAGE + _count_value(model, system)
     for index, message in enumerate(messages or ()):
-        if not isinstance(message, Mapping):
+        if type(message) is not dict and not isinstance(message, Mapping):
             raise ConfigurationError(
                 f"messages[{index}]: expected a mapping, got {type(message).__name__}"
             )
@@ -221,7 +232,10 @@ def count_message_tokens(
         for key, value in message.items():
             if key == "name":
                 total += TOKENS_PER_NAME
-            total += _count_value(model, value)
+            if type(value) is str:  # role and plain content: skip the type dispatch
+                total += count_text_tokens(model, value)
+            else:
+                total += _count_value(model, value)
     if tools:
         total += TOOLS_OVERHEAD_TOKENS + sum(
             count_text_tokens(model, _dumps(tool)) for tool in tools

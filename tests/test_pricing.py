@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import genai_prices
 import pytest
@@ -316,3 +317,111 @@ def test_model_rates_direct_construction() -> None:
     assert rates.cost(Usage(input_tokens=11)) == 22_000
     assert rates.cost(Usage(output_tokens=4, reasoning_tokens=1)) == 3 * 3_000 + 5_000
     assert rates.worst_case(11, 4) == 22_000 + 4 * 5_000
+
+
+def _walk(rate: int | TieredRate | None, input_tokens: int) -> int | None:
+    """A rate at ``input_tokens`` by walking its tiers: the reference for the precomputed bands."""
+    if rate is None or isinstance(rate, int):
+        return rate
+    found = rate.base
+    for start, tier_rate in rate.tiers:
+        if input_tokens > start:
+            found = tier_rate
+    return found
+
+
+_RATE_VALUES = st.integers(0, 10**11)
+_TIERED = st.builds(
+    TieredRate,
+    _RATE_VALUES,
+    st.lists(st.tuples(st.integers(0, 8), _RATE_VALUES), max_size=3, unique_by=lambda t: t[0]).map(
+        lambda tiers: tuple(sorted(tiers))
+    ),
+)
+_RATES = st.one_of(_RATE_VALUES, _TIERED)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    rates=st.tuples(_RATES, _RATES, st.none() | _RATES, st.none() | _RATES, st.none() | _RATES),
+    request_rate=st.integers(0, 10**9),
+    data=st.data(),
+)
+def test_precomputed_bands_price_like_a_tier_walk(
+    rates: tuple[Any, ...], request_rate: int, data: st.DataObject
+) -> None:
+    # Tier starts drawn from a small range collide across rates and sit next to the
+    # drawn token counts, so every band edge (n == start, n == start + 1) is exercised.
+    model = ModelRates("m", "custom", *rates, request_rate=request_rate)
+    starts = {start for rate in rates if isinstance(rate, TieredRate) for start, _ in rate.tiers}
+    edges = sorted({max(0, start + step) for start in starts for step in (-1, 0, 1, 2)})
+    input_tokens = data.draw(
+        st.integers(0, 12) | (st.sampled_from(edges) if edges else st.nothing()), label="input"
+    )
+    cache_read = data.draw(st.integers(0, input_tokens), label="cache_read")
+    cache_write = data.draw(st.integers(0, input_tokens - cache_read), label="cache_write")
+    output_tokens = data.draw(st.integers(0, 40), label="output")
+    reasoning = data.draw(st.integers(0, output_tokens), label="reasoning")
+    usage = Usage(input_tokens, output_tokens, cache_read, cache_write, reasoning)
+
+    flat_in, flat_out, read, write, think = (_walk(rate, input_tokens) for rate in rates)
+    assert flat_in is not None and flat_out is not None
+    total = request_rate
+    uncached = input_tokens
+    if read is not None and cache_read:
+        total += cache_read * read
+        uncached -= cache_read
+    if write is not None and cache_write:
+        total += cache_write * write
+        uncached -= cache_write
+    output = output_tokens
+    if think is not None and reasoning:
+        total += reasoning * think
+        output -= reasoning
+    total += uncached * flat_in + output * flat_out
+    assert model.cost(usage) == -(-total // 1_000_000)
+
+    worst_in = max(flat_in, read or 0, write or 0)
+    worst_out = max(flat_out, think or 0)
+    worst = input_tokens * worst_in + output_tokens * worst_out + request_rate
+    assert model.worst_case(input_tokens, output_tokens) == -(-worst // 1_000_000)
+
+
+def test_model_rates_stay_plain_values() -> None:
+    import copy
+    import dataclasses
+    import pickle
+
+    rates = PriceBook().rates("claude-sonnet-4-5")
+    usage = Usage(input_tokens=250_000, output_tokens=10, cache_read_tokens=1_000)
+    for twin in (
+        pickle.loads(pickle.dumps(rates)),
+        copy.deepcopy(rates),
+        dataclasses.replace(rates),
+    ):
+        assert twin == rates and hash(twin) == hash(rates)
+        assert twin.cost(usage) == rates.cost(usage)
+        assert twin.worst_case(250_000, 10) == rates.worst_case(250_000, 10)
+    cheaper = dataclasses.replace(rates, output_rate=1)
+    assert cheaper != rates and cheaper.cost(usage) < rates.cost(usage)
+    assert "_bands" not in repr(rates)
+
+
+def test_adjacent_tier_starts_of_different_rates() -> None:
+    # Bands (10, 11] and (11, 12] are one token wide: each must see its own rates.
+    rates = (
+        TieredRate(1_000, ((10, 2_000),)),
+        TieredRate(3_000, ((11, 4_000),)),
+        TieredRate(500, ((12, 700),)),
+        None,
+        None,
+    )
+    model = ModelRates("m", "custom", *rates)
+    for n in range(9, 15):
+        flat_in, flat_out, read = (_walk(rate, n) for rate in rates[:3])
+        assert flat_in is not None and flat_out is not None and read is not None
+        usage = Usage(input_tokens=n, output_tokens=n, cache_read_tokens=1)
+        expected = (n - 1) * flat_in + read + n * flat_out
+        assert model.cost(usage) == -(-expected // 1_000_000), n
+        worst = n * max(flat_in, read) + n * flat_out
+        assert model.worst_case(n, n) == -(-worst // 1_000_000), n

@@ -367,3 +367,57 @@ def test_encodings_load_once(monkeypatch: pytest.MonkeyPatch) -> None:
         count_message_tokens("gpt-4o", messages)
         count_message_tokens("claude-haiku-4-5", messages)
     assert sorted(loads) == ["cl100k_base", "o200k_base"]
+
+
+def _approximation(text: str) -> int:
+    """The documented formula for non-OpenAI text, from scratch."""
+    cl100k = tiktoken.get_encoding("cl100k_base")
+    size = len(text.encode("utf-8"))
+    scaled = math.ceil(len(cl100k.encode(text, disallowed_special=())) * 7 / 5)
+    return min(size, max(scaled, math.ceil(len(text) / 3)))
+
+
+@pytest.mark.parametrize("text", [*CORPUS, "user", "é", "日本", "🚀", "a" * 16, "ü" * 17])
+def test_approximation_is_exactly_the_documented_formula(text: str) -> None:
+    for _ in range(2):  # the second time short texts come from the memo
+        assert count_text_tokens("claude-sonnet-4-5", text) == _approximation(text)
+
+
+def test_short_text_memo_keeps_exact_and_approximate_counts_apart() -> None:
+    # gpt-4 is counted exactly with cl100k, Claude approximated from cl100k: one encoding,
+    # two different answers for the same short string, in either order.
+    cl100k = tiktoken.get_encoding("cl100k_base")
+    for text in ["assistant", "hello there", "tool", "x" * _tokens._MEMO_CHARS]:
+        for model in ["gpt-4", "claude-haiku-4-5", "gpt-4", "claude-haiku-4-5"]:
+            expected = (
+                len(cl100k.encode(text, disallowed_special=()))
+                if model == "gpt-4"
+                else _approximation(text)
+            )
+            assert count_text_tokens(model, text) == expected, (model, text)
+
+
+def test_short_text_memo_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_tokens, "_memo", {})
+    o200k = tiktoken.get_encoding("o200k_base")
+    for i in range(_tokens._MEMO_SIZE + 100):
+        text = f"w{i}"
+        assert count_text_tokens("gpt-4o", text) == len(o200k.encode(text))
+    assert 0 < len(_tokens._memo) <= _tokens._MEMO_SIZE
+    long = "a long text that is never remembered"
+    count_text_tokens("gpt-4o", long)
+    assert all(key[2] != long for key in _tokens._memo)
+
+
+def test_messages_of_any_mapping_type_count_like_dicts() -> None:
+    from types import MappingProxyType
+
+    as_dicts: list[dict[str, Any]] = [
+        {"role": "user", "content": [{"type": "text", "text": "Describe this."}]},
+        {"role": "assistant", "content": "A cat.", "name": "bot"},
+    ]
+    as_proxies = [
+        MappingProxyType({**message, "content": message["content"]}) for message in as_dicts
+    ]
+    for model in ["gpt-4o", "claude-sonnet-4-5"]:
+        assert count_message_tokens(model, as_proxies) == count_message_tokens(model, as_dicts)
