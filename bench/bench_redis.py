@@ -1,6 +1,6 @@
 """RedisStore overhead against the floor: raw redis-py EVALSHA of comparable scripts.
 
-    /tmp/venv/bin/python bench/bench_redis.py [--ops 5000] [--url redis://127.0.0.1:6379/14]
+    python bench/bench_redis.py [--quick] [--json] [--ops N] [--rounds N] [--url redis://127.0.0.1:6379/14]
 
 Side by side, on one Redis, one connection, sequential calls:
 
@@ -17,18 +17,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime
-import os
-import platform
+import json
+import statistics
+import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import redis
 import redis.asyncio
 
 from budgetguard.stores import AsyncRedisStore, Counter, RedisStore, Reservation
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _report import header, machine, table
 
 RAW_RESERVE = """
 local t = redis.call('TIME')
@@ -63,6 +67,16 @@ def count_commands(client: Any) -> list[int]:
     return sent
 
 
+def summary(raws: list[float], guardeds: list[float], trips: list[float]) -> dict[str, float]:
+    """Medians over rounds; the ratio is the median of per-round ratios."""
+    return {
+        "raw": statistics.median(raws),
+        "guarded": statistics.median(guardeds),
+        "ratio": statistics.median(g / r for g, r in zip(guardeds, raws, strict=True)),
+        "trips": max(trips),
+    }
+
+
 def timed(ops: int, step: Callable[[int], None]) -> float:
     for i in range(min(200, ops)):  # warm up: scripts loaded, connection open
         step(-i - 1)
@@ -81,7 +95,7 @@ async def atimed(ops: int, step: Callable[[int], Awaitable[None]]) -> float:
     return (time.perf_counter() - started) / ops * 1e6
 
 
-def bench_sync(url: str, ops: int) -> dict[str, float]:
+def bench_sync(url: str, ops: int, rounds: int) -> dict[str, float]:
     client = redis.Redis.from_url(url)
     reserve, settle = client.register_script(RAW_RESERVE), client.register_script(RAW_SETTLE)
     keys = ["bench:{raw}:r:x", "bench:{raw}:leases", "bench:{raw}:c:bench:0"]
@@ -99,15 +113,17 @@ def bench_sync(url: str, ops: int) -> dict[str, float]:
         assert isinstance(outcome, Reservation)
         store.settle(outcome, 700)
 
-    raw_us = timed(ops, raw)
-    sent[0] = 0
-    guarded_us = timed(ops, guarded)
-    trips = sent[0] / (ops + min(200, ops))
+    raws, guardeds, trips = [], [], []
+    for _ in range(rounds):  # interleaved, so a noisy moment hits both sides of the ratio
+        raws.append(timed(ops, raw))
+        sent[0] = 0
+        guardeds.append(timed(ops, guarded))
+        trips.append(sent[0] / (ops + min(200, ops)))
     client.close()
-    return {"raw": raw_us, "guarded": guarded_us, "trips": trips}
+    return summary(raws, guardeds, trips)
 
 
-async def bench_async(url: str, ops: int) -> dict[str, float]:
+async def bench_async(url: str, ops: int, rounds: int) -> dict[str, float]:
     client = redis.asyncio.Redis.from_url(url)
     reserve, settle = client.register_script(RAW_RESERVE), client.register_script(RAW_SETTLE)
     keys = ["bench:{araw}:r:x", "bench:{araw}:leases", "bench:{araw}:c:bench:0"]
@@ -125,12 +141,14 @@ async def bench_async(url: str, ops: int) -> dict[str, float]:
         assert isinstance(outcome, Reservation)
         await store.asettle(outcome, 700)
 
-    raw_us = await atimed(ops, raw)
-    sent[0] = 0
-    guarded_us = await atimed(ops, guarded)
-    trips = sent[0] / (ops + min(200, ops))
+    raws, guardeds, trips = [], [], []
+    for _ in range(rounds):
+        raws.append(await atimed(ops, raw))
+        sent[0] = 0
+        guardeds.append(await atimed(ops, guarded))
+        trips.append(sent[0] / (ops + min(200, ops)))
     await client.aclose()
-    return {"raw": raw_us, "guarded": guarded_us, "trips": trips}
+    return summary(raws, guardeds, trips)
 
 
 def cleanup(url: str) -> None:
@@ -143,28 +161,44 @@ def cleanup(url: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ops", type=int, default=5000)
-    parser.add_argument("--url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/14"))
+    parser.add_argument("--ops", type=int, default=None, help="calls per round (default 3000)")
+    parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 7)")
+    parser.add_argument("--quick", action="store_true", help="1000 ops x 3 rounds")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--url", default="redis://127.0.0.1:6379/14")
     args = parser.parse_args()
+    ops = args.ops or (1000 if args.quick else 3000)
+    rounds = args.rounds or (3 if args.quick else 7)
     cleanup(args.url)
-    sync = bench_sync(args.url, args.ops)
-    async_ = asyncio.run(bench_async(args.url, args.ops))
+    sync = bench_sync(args.url, ops, rounds)
+    async_ = asyncio.run(bench_async(args.url, ops, rounds))
     cleanup(args.url)
     info = redis.Redis.from_url(args.url).info("server")
+    if args.json:
+        print(json.dumps({"machine": machine(), "sync": sync, "async": async_}, indent=2))
+        return
     print(
-        f"budgetguard Redis bench - {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, "
-        f"{platform.platform()}, {platform.python_implementation()} {platform.python_version()}, "
-        f"nproc={os.cpu_count()}, redis-server {info.get('redis_version')}, "
-        f"redis-py {redis.__version__}, {args.ops} ops (reserve + settle) each"
+        header(
+            "RedisStore reserve + settle vs a raw two-EVALSHA loop",
+            [
+                f"redis-server {info.get('redis_version')}",
+                f"redis-py {redis.__version__}",
+                f"{ops} calls x {rounds} interleaved rounds",
+            ],
+        )
     )
     print()
-    print(f"{'client':<8} {'raw 2x EVALSHA':>15} {'guarded':>10} {'ratio':>7} {'round trips':>12}")
-    for name, row in (("sync", sync), ("async", async_)):
-        ratio = row["guarded"] / row["raw"]
-        print(
-            f"{name:<8} {row['raw']:>12.1f} us {row['guarded']:>7.1f} us {ratio:>6.2f}x "
-            f"{row['trips']:>12.2f}"
-        )
+    rows = [
+        [
+            name,
+            f"{row['raw']:.1f}",
+            f"{row['guarded']:.1f}",
+            f"{row['ratio']:.2f}x",
+            f"{row['trips']:.2f}",
+        ]
+        for name, row in (("sync (redis-py)", sync), ("async (redis.asyncio)", async_))
+    ]
+    print(table(["client", "raw µs", "RedisStore µs", "ratio", "round trips / call"], rows))
     print()
     print("targets: ratio <= 1.30x, 2.00 round trips per guarded call (reserve + settle)")
 
