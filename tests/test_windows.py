@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from budgetguard._windows import CALENDAR_WINDOWS, window_span
+from budgetguard._windows import CALENDAR_WINDOWS, SpanCache, window_span
 
 
 def ts(*args: int, tz: object = UTC) -> float:
@@ -63,3 +64,41 @@ def test_now_falls_inside_its_window(window: str, now: int, tz: str) -> None:
 @pytest.mark.parametrize("window", ["request", "run", "total"])
 def test_non_calendar(window: str) -> None:
     assert window_span(window, 123.0)[1] is None
+
+
+@given(
+    st.sampled_from(sorted(CALENDAR_WINDOWS)),
+    st.integers(min_value=0, max_value=4_000_000_000),
+    st.floats(min_value=0, max_value=1, exclude_max=True),
+    st.sampled_from(
+        ["UTC", "America/New_York", "Asia/Kolkata", "Australia/Lord_Howe", "America/Santiago"]
+    ),
+)
+def test_span_cache_answers_like_window_span(window: str, now: int, at: float, tz: str) -> None:
+    cache = SpanCache()
+    start, end = cache.span(window, now, tz)
+    assert (start, end) == window_span(window, now, tz)
+    assert end is not None
+    later = start + int((end - start) * at)  # anywhere in the cached window
+    assert cache.span(window, later, tz) == window_span(window, later, tz)
+
+
+@pytest.mark.parametrize("window", sorted(CALENDAR_WINDOWS))
+@pytest.mark.parametrize("tz", ["Australia/Lord_Howe", "America/Santiago", "Europe/Berlin"])
+def test_span_cache_across_offset_changes(window: str, tz: str) -> None:
+    # Every minute of the days around each DST change of 2026, of one cache,
+    # forwards then backwards (a clock may step back): Lord Howe moves by 30
+    # minutes, so its hours overlap there.
+    zone = ZoneInfo(tz)
+    changes = [
+        t
+        for t in range(int(ts(2026, 1, 1)), int(ts(2027, 1, 1)), 1800)
+        if datetime.fromtimestamp(t, zone).utcoffset()
+        != datetime.fromtimestamp(t + 1800, zone).utcoffset()
+    ]
+    assert changes
+    cache = SpanCache()
+    for change in changes:
+        minutes = range(change - 86_400, change + 86_400, 60)
+        for now in [*minutes, *reversed(minutes)]:
+            assert cache.span(window, now, tz) == window_span(window, now, tz)

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .._errors import ConfigurationError
-from .._windows import window_span
+from .._windows import SpanCache
 from ._base import Counter, CounterStatus, Denial, Reservation, ReserveOutcome
 
 __all__ = ["MemoryStore"]
@@ -56,6 +56,7 @@ class MemoryStore:
     _leases: list[tuple[float, str]] = field(default_factory=list, repr=False)
     _tombstones: dict[str, _Tombstone] = field(default_factory=dict, repr=False)
     _tombstone_order: deque[str] = field(default_factory=deque, repr=False)
+    _spans: SpanCache = field(default_factory=SpanCache, repr=False)
 
     # -- sync -------------------------------------------------------------
     def reserve(
@@ -67,20 +68,32 @@ class MemoryStore:
             self._sweep(now)
             if reservation_id in self._holds or reservation_id in self._tombstones:
                 raise ConfigurationError(f"reservation_id {reservation_id!r} was already used")
+            buckets = self._buckets
+            span = self._spans.span
             pinned: list[tuple[Counter, int]] = []
+            keys: list[tuple[str, int]] = []
+            found: list[_Bucket | None] = []
             for counter in counters:
-                start, end = window_span(counter.window, now, counter.tz)
-                bucket = self._buckets.get((counter.key, start))
-                spent, held = (bucket.spent, bucket.held) if bucket else (0, 0)
-                if spent + held + amount > counter.limit:
-                    return Denial(counter, spent, held, amount, end, now)
+                start, end = span(counter.window, now, counter.tz)
+                key = (counter.key, start)
+                bucket = buckets.get(key)
+                if bucket is None:
+                    if amount > counter.limit:
+                        return Denial(counter, 0, 0, amount, end, now)
+                elif bucket.spent + bucket.held + amount > counter.limit:
+                    return Denial(counter, bucket.spent, bucket.held, amount, end, now)
                 pinned.append((counter, start))
-            for counter, start in pinned:
-                self._buckets.setdefault((counter.key, start), _Bucket()).held += amount
+                keys.append(key)
+                found.append(bucket)
+            for key, seen in zip(keys, found, strict=True):
+                # Looked up again when it was missing: a key listed twice holds twice.
+                bucket = seen if seen is not None else buckets.get(key)
+                if bucket is None:
+                    buckets[key] = _Bucket(0, amount)
+                else:
+                    bucket.held += amount
             expires_at = now + lease_s
-            self._holds[reservation_id] = _Hold(
-                tuple((c.key, start) for c, start in pinned), amount, expires_at
-            )
+            self._holds[reservation_id] = _Hold(tuple(keys), amount, expires_at)
             heapq.heappush(self._leases, (expires_at, reservation_id))
             return Reservation(reservation_id, amount, tuple(pinned), expires_at)
 
@@ -91,18 +104,27 @@ class MemoryStore:
             self._sweep(now)
             hold = self._holds.pop(reservation.id, None)
             if hold is not None:
+                buckets = self._buckets
                 for key in hold.buckets:
-                    bucket = self._buckets.setdefault(key, _Bucket())
-                    bucket.held -= hold.amount
-                    bucket.spent += actual
+                    bucket = buckets.get(key)
+                    if bucket is None:
+                        buckets[key] = _Bucket(actual, -hold.amount)
+                    else:
+                        bucket.held -= hold.amount
+                        bucket.spent += actual
             else:
                 tomb = self._tombstones.get(reservation.id)
                 if tomb is not None and not tomb.expired:
                     return False
                 # Lease expired (or its tombstone is long gone): the hold was
                 # already freed, but the money was spent - charge it once.
+                buckets = self._buckets
                 for counter, start in reservation.buckets:
-                    self._buckets.setdefault((counter.key, start), _Bucket()).spent += actual
+                    bucket = buckets.get((counter.key, start))
+                    if bucket is None:
+                        buckets[counter.key, start] = _Bucket(actual, 0)
+                    else:
+                        bucket.spent += actual
             self._bury(reservation.id, now, expired=False)
             return True
 
@@ -122,7 +144,7 @@ class MemoryStore:
         with self._lock:
             now = self.clock()
             self._sweep(now)
-            start, end = window_span(counter.window, now, counter.tz)
+            start, end = self._spans.span(counter.window, now, counter.tz)
             bucket = self._buckets.get((counter.key, start)) or _Bucket()
             return CounterStatus(counter, bucket.spent, bucket.held, start, end)
 
@@ -143,7 +165,13 @@ class MemoryStore:
 
     # -- internals (lock held) ---------------------------------------------
     def _sweep(self, now: float) -> None:
-        leases = self._leases
+        leases, order = self._leases, self._tombstone_order
+        if not leases or leases[0][0] > now:  # the common case: nothing due, return early
+            if not order:
+                return
+            first = self._tombstones.get(order[0])
+            if first is not None and first.until > now:
+                return
         for _ in range(_SWEEP_PER_CALL):
             if not leases or leases[0][0] > now:
                 break
@@ -154,7 +182,6 @@ class MemoryStore:
             for key in hold.buckets:
                 self._buckets[key].held -= hold.amount
             self._bury(reservation_id, now, expired=True)
-        order = self._tombstone_order
         for _ in range(_SWEEP_PER_CALL):
             if not order:
                 break
@@ -170,5 +197,7 @@ class MemoryStore:
 
 
 def _check_amount(name: str, value: int) -> None:
+    if type(value) is int and value >= 0:  # the common case, checked fast
+        return
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise ConfigurationError(f"{name}: expected a non-negative int of nano-USD, got {value!r}")
