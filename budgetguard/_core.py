@@ -57,9 +57,15 @@ def _subject(limit: Limit, who: Attribution, model: str | None) -> str | None:
 
 
 def _counter(limit: Limit, subject: str, who: Attribution, tz: str) -> Counter:
+    if limit.scope == "run":  # one per frame: caching would only evict the others
+        return _make_counter(limit, subject, who.tenant, tz)
+    return _cached_counter(limit, subject, who.tenant, tz)
+
+
+def _make_counter(limit: Limit, subject: str, tenant: str | None, tz: str) -> Counter:
     window = limit.resolved_window
-    tenant_tag = _escape(who.tenant) if who.tenant else "global"
-    if limit.scope == "user" and who.tenant:
+    tenant_tag = _escape(tenant) if tenant else "global"
+    if limit.scope == "user" and tenant:
         # Users live inside tenants: "u-1" of two tenants are two people.
         base = f"tenant={tenant_tag}/user={_escape(subject)}"
     else:
@@ -76,6 +82,11 @@ def _counter(limit: Limit, subject: str, who: Attribution, tz: str) -> Counter:
     )
 
 
+_cached_counter = lru_cache(maxsize=8192)(_make_counter)
+"""Counters are immutable and a pure function of these four: every call of a
+tenant or user rebuilds the same ones (key strings, the limit in nano-USD)."""
+
+
 def plan_counters(
     policy: Policy, frames: tuple[Frame, ...], who: Attribution, model: str | None
 ) -> tuple[Counter, ...]:
@@ -86,38 +97,45 @@ def plan_counters(
     would double-count the call.
     """
     chosen: dict[str, Counter] = {}
-
-    def add(counter: Counter) -> None:
-        current = chosen.get(counter.key)
-        if current is None or counter.limit < current.limit:
-            chosen[counter.key] = counter
-
     tz = policy.timezone
     for limit in policy.limits:
-        if limit.scope == "request":
+        scope = limit.scope
+        if scope == "request":
             continue
-        if limit.scope == "run":
+        if scope == "run":
             for frame in frames:
-                add(_counter(limit, frame.id, who, tz))
+                _keep_tightest(chosen, _counter(limit, frame.id, who, tz))
             continue
         subject = _subject(limit, who, model)
         if subject is not None and (limit.key is None or limit.key == subject):
-            add(_counter(limit, subject, who, tz))
+            _keep_tightest(chosen, _counter(limit, subject, who, tz))
     for frame in frames:
         for limit in frame.limits:
             if limit.scope == "request":
                 continue
             subject = frame.id if limit.scope == "run" else _subject(limit, who, model)
             if subject is not None and (limit.key is None or limit.key == subject):
-                add(_counter(limit, subject, who, tz))
+                _keep_tightest(chosen, _counter(limit, subject, who, tz))
     return tuple(chosen.values())
+
+
+def _keep_tightest(chosen: dict[str, Counter], counter: Counter) -> None:
+    current = chosen.get(counter.key)
+    if current is None or counter.limit < current.limit:
+        chosen[counter.key] = counter
 
 
 def plan_caps(policy: Policy, frames: tuple[Frame, ...]) -> int | None:
     """The tightest per-request cap in force, in nano-USD (None: no cap)."""
-    caps = [limit.nanos for limit in policy.limits if limit.scope == "request"]
-    caps += [limit.nanos for frame in frames for limit in frame.limits if limit.scope == "request"]
-    return min(caps) if caps else None
+    cap = None
+    for limit in policy.limits:
+        if limit.scope == "request" and (cap is None or limit.nanos < cap):
+            cap = limit.nanos
+    for frame in frames:
+        for limit in frame.limits:
+            if limit.scope == "request" and (cap is None or limit.nanos < cap):
+                cap = limit.nanos
+    return cap
 
 
 def on_exceed_of(policy: Policy, frames: tuple[Frame, ...]) -> OnExceed:

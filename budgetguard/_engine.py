@@ -25,6 +25,7 @@ from ._config import Settings, current
 from ._errors import StoreUnavailable, UnknownModel
 from ._frames import Attribution, Frame, active_frames, attribution_of
 from ._money import nanos_to_usd
+from ._policy import Policy
 from ._tokens import estimate_tokens
 from ._usage import Usage
 from .stores._base import AsyncStore, Counter, Denial, Reservation, Store
@@ -338,8 +339,7 @@ class _Attempts:
         else:
             assert self.request is not None and self.model is not None
             self.amount = _worst_case(settings, self.request, self.model)
-        cap = _core.plan_caps(settings.policy, self.frames)
-        self.counters = _core.plan_counters(settings.policy, self.frames, self.who, self.model)
+        self.counters, cap = _plan(settings.policy, self.frames, self.who, self.model)
         self.reservation_id = new_id()
         if cap is not None and self.amount > cap:
             return _core.CapDenial(cap, self.amount)
@@ -406,6 +406,39 @@ class _Attempts:
         )
 
 
+_Plan = tuple[Policy, bool, object, str | None, tuple[Counter, ...], int | None]
+_last_plan: _Plan | None = None
+
+
+def _plan(
+    policy: Policy, frames: tuple[Frame, ...], who: Attribution, model: str | None
+) -> tuple[tuple[Counter, ...], int | None]:
+    """Counters and request cap of a call, reusing the last plan when nothing it
+    depends on changed: the policy, the model and either the attribution (when
+    no frame has limits and the policy no run limit: the common case) or else
+    the very same frame stack. A loop of calls asks for the same plan each time."""
+    global _last_plan
+    last = _last_plan
+    if last is not None and last[0] is policy:
+        run_limited = last[1]
+    else:
+        run_limited = any(limit.scope == "run" for limit in policy.limits)
+    key: object = frames
+    if not run_limited and not any(frame.limits for frame in frames):
+        key = ("who", who.tenant, who.user, who.feature)
+    if (
+        last is not None
+        and last[0] is policy
+        and last[3] == model
+        and (last[2] is key or (key is not frames and last[2] == key))
+    ):
+        return last[4], last[5]
+    counters = _core.plan_counters(policy, frames, who, model)
+    cap = _core.plan_caps(policy, frames)
+    _last_plan = (policy, run_limited, key, model, counters, cap)
+    return counters, cap
+
+
 def _worst_case(settings: Settings, request: LLMRequest, model: str) -> int:
     rates = settings.prices.rates(model, request.provider)
     input_tokens, output_tokens = estimate_tokens(
@@ -441,6 +474,8 @@ def _run(attempts: _Attempts) -> Admission:
             outcome = store.reserve(
                 attempts.reservation_id, attempts.counters, attempts.amount, lease
             )
+        if outcome is None or isinstance(outcome, Reservation):
+            return attempts.admission(outcome)  # granted: nothing for the policy to decide
         step = attempts.step(outcome)
         if isinstance(step, _core.Admit):
             return attempts.admission(step.reservation)
@@ -460,6 +495,8 @@ async def _arun(attempts: _Attempts) -> Admission:
             outcome = await store.areserve(
                 attempts.reservation_id, attempts.counters, attempts.amount, lease
             )
+        if outcome is None or isinstance(outcome, Reservation):
+            return attempts.admission(outcome)  # granted: nothing for the policy to decide
         step = attempts.step(outcome)
         if isinstance(step, _core.Admit):
             return attempts.admission(step.reservation)
