@@ -121,11 +121,32 @@ class Guard:
         self._tags = dict(tags or {})
         self._on_exceed = on_exceed
         self._estimate = estimate
+        self._fixed_estimate = _fixed_nanos(estimate)
+        self._static = (
+            (tenant, user, feature)
+            if isinstance(tenant, str | None)
+            and isinstance(user, str | None)
+            and isinstance(feature, str | None)
+            and not any(map(callable, (tenant, user, feature)))
+            else None
+        )  # no callables: the frame's attribution is known now
         self._model = model
         self._entered: list[tuple[object, Run, _engine.Admission | None]] = []
 
     # -- frames ----------------------------------------------------------------
-    def _frame(self, args: tuple[Any, ...], kwargs: dict[str, Any], fn: Any) -> Frame:
+    def _frame(self, args: tuple[Any, ...], kwargs: dict[str, Any], fn: _Binder | None) -> Frame:
+        if self._static is not None:
+            tenant, user, feature = self._static
+            return Frame(
+                id=_engine.new_id(),
+                tenant=tenant,
+                user=user,
+                feature=feature,
+                tags=self._tags,
+                limits=self._limits,
+                on_exceed=self._on_exceed,
+                tally=RunTally(),
+            )
         resolved: dict[str, str | None] = {}
         bound: dict[str, Any] | None = None
         for name, value in self._attrs.items():
@@ -149,7 +170,11 @@ class Guard:
             tally=RunTally(),
         )
 
-    def _estimate_nanos(self, args: tuple[Any, ...], kwargs: dict[str, Any], fn: Any) -> int | None:
+    def _estimate_nanos(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], fn: _Binder | None
+    ) -> int | None:
+        if self._fixed_estimate is not None:
+            return self._fixed_estimate
         if self._estimate is None:
             return None
         value = self._estimate
@@ -160,7 +185,9 @@ class Guard:
             raise ConfigurationError(f"estimate: must be >= 0, got {value!r}")
         return nanos
 
-    def _open(self, args: tuple[Any, ...], kwargs: dict[str, Any], fn: Any) -> tuple[object, Run]:
+    def _open(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], fn: _Binder | None
+    ) -> tuple[object, Run]:
         frame = self._frame(args, kwargs, fn)
         return _frames.push(frame), Run(frame, self._usd)
 
@@ -174,12 +201,13 @@ class Guard:
             if usage is not None:
                 return admission.price(usage, model or self._model)
             result = response
-        from ._extract import usage_from_response
+        if result is not None:
+            from ._extract import usage_from_response
 
-        found = usage_from_response(result) if result is not None else None
-        if found is not None:
-            model, usage = found
-            return admission.price(usage, model or self._model)
+            found = usage_from_response(result)
+            if found is not None:
+                model, usage = found
+                return admission.price(usage, model or self._model)
         if calls:
             return -1  # instrumented calls inside paid for themselves
         return admission.estimate
@@ -260,13 +288,14 @@ class Guard:
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]: ...
 
     def __call__(self, fn: Callable[P, Any]) -> Callable[P, Any]:
+        binder = _Binder(fn)
         if inspect.iscoroutinefunction(fn):
 
             @functools.wraps(fn)
             async def async_guarded(*args: P.args, **kwargs: P.kwargs) -> Any:
-                token, run = self._open(args, kwargs, fn)
+                token, run = self._open(args, kwargs, binder)
                 try:
-                    nanos = self._estimate_nanos(args, kwargs, fn)
+                    nanos = self._estimate_nanos(args, kwargs, binder)
                     admission = (
                         None
                         if nanos is None
@@ -289,9 +318,9 @@ class Guard:
 
         @functools.wraps(fn)
         def guarded(*args: P.args, **kwargs: P.kwargs) -> Any:
-            token, run = self._open(args, kwargs, fn)
+            token, run = self._open(args, kwargs, binder)
             try:
-                nanos = self._estimate_nanos(args, kwargs, fn)
+                nanos = self._estimate_nanos(args, kwargs, binder)
                 admission = None if nanos is None else _engine.admit_cost(nanos, model=self._model)
                 try:
                     result = fn(*args, **kwargs)
@@ -309,12 +338,76 @@ class Guard:
         return guarded
 
 
-def _bind(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+class _Binder:
+    """Binds a decorated function's arguments by name, for attribution and
+    ``estimate=`` callables. ``inspect.signature`` costs more than the rest of
+    a guarded call, so it is computed once; plain parameters (no ``*args``,
+    ``**kwargs``, positional- or keyword-only) are then bound without it,
+    anything else (or a bad call, for its error) by ``Signature.bind``."""
+
+    __slots__ = ("_fn", "_plain", "_signature")
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self._fn = fn
+        self._signature: inspect.Signature | None = None
+        self._plain: tuple[tuple[str, Any], ...] | None = None
+
+    def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        signature = self._signature
+        if signature is None:
+            signature = self._signature = inspect.signature(self._fn)
+            params = signature.parameters.values()
+            if all(p.kind is p.POSITIONAL_OR_KEYWORD for p in params):
+                self._plain = tuple((p.name, p.default) for p in params)
+        plain = self._plain
+        if plain is not None and len(args) <= len(plain):
+            bound = _bind_plain(plain, args, kwargs)
+            if bound is not None:
+                return bound
+        arguments = signature.bind(*args, **kwargs)
+        arguments.apply_defaults()
+        return dict(arguments.arguments)
+
+
+def _bind_plain(
+    plain: tuple[tuple[str, Any], ...], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> dict[str, Any] | None:
+    """What ``Signature.bind`` + ``apply_defaults`` give, in parameter order; None
+    when the call does not fit (``Signature.bind`` then raises its own error)."""
+    bound: dict[str, Any] = {}
+    given = len(args)
+    named = 0
+    for i, (name, default) in enumerate(plain):
+        if i < given:
+            if name in kwargs:
+                return None  # given twice
+            bound[name] = args[i]
+        elif name in kwargs:
+            bound[name] = kwargs[name]
+            named += 1
+        elif default is not inspect.Parameter.empty:
+            bound[name] = default
+        else:
+            return None  # missing
+    return bound if named == len(kwargs) else None  # else an unknown keyword
+
+
+def _bind(fn: _Binder | None, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
     if fn is None:
         return {}
-    bound = inspect.signature(fn).bind(*args, **kwargs)
-    bound.apply_defaults()
-    return dict(bound.arguments)
+    return fn.bind(args, kwargs)
+
+
+def _fixed_nanos(estimate: Estimate) -> int | None:
+    """A constant ``estimate=`` in nano-USD, converted once; None when it is a
+    callable (or invalid: the call then raises, naming the field, as before)."""
+    if estimate is None or callable(estimate):
+        return None
+    try:
+        nanos = usd_to_nanos(estimate, field="estimate")
+    except (TypeError, ValueError):
+        return None
+    return nanos if nanos >= 0 else None
 
 
 class GuardOptions(TypedDict, total=False):

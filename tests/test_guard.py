@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
+import re
 import threading
 import time
 from decimal import Decimal
@@ -12,6 +14,7 @@ import pytest
 
 import budgetguard as bg
 from budgetguard._engine import LLMRequest, admit, admit_cost
+from budgetguard._guard import _Binder
 from budgetguard.testing import FakeChatModel
 
 MESSAGES = [{"role": "user", "content": "Summarise the quarterly report in three bullet points."}]
@@ -266,3 +269,107 @@ def test_bad_arguments_name_the_field() -> None:
         bg.configure(store="mongodb://x")
     with pytest.raises(bg.ConfigurationError, match="limits"):
         bg.spend_limit(limits=[{"scope": "user"}])  # type: ignore[list-item]
+
+
+def _plain(user_id: str, text: str = "", n: int = 3) -> None:
+    return None
+
+
+def _keyword_only(user_id: str, *, text: str = "") -> None:
+    return None
+
+
+def _variadic(user_id: str, *args: Any, **kwargs: Any) -> None:
+    return None
+
+
+def _positional_only(user_id: str, /, text: str = "") -> None:
+    return None
+
+
+CALLS: list[tuple[tuple[Any, ...], dict[str, Any]]] = [
+    ((), {}),
+    (("u-1",), {}),
+    (("u-1", "hi"), {}),
+    (("u-1", "hi", 4), {}),
+    (("u-1", "hi", 4, 5), {}),
+    ((), {"user_id": "u-1"}),
+    (("u-1",), {"n": 9, "text": "hi"}),
+    (("u-1",), {"user_id": "u-2"}),
+    (("u-1",), {"other": 1}),
+    ((), {"text": "hi"}),
+]
+
+
+@pytest.mark.parametrize("fn", [_plain, _keyword_only, _variadic, _positional_only])
+@pytest.mark.parametrize(("args", "kwargs"), CALLS)
+def test_arguments_bind_like_inspect(
+    fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> None:
+    # Attribution callables get the decorated function's arguments by name;
+    # the cached fast path must bind exactly as inspect does, errors included.
+    binder = _Binder(fn)
+    try:
+        expected = inspect.signature(fn).bind(*args, **kwargs)
+    except TypeError as error:
+        with pytest.raises(TypeError, match=re.escape(str(error))):
+            binder.bind(args, kwargs)
+        return
+    expected.apply_defaults()
+    for _ in range(2):  # the first call computes the signature, the second reuses it
+        bound = binder.bind(args, kwargs)
+        assert bound == dict(expected.arguments)
+        assert list(bound) == list(expected.arguments)
+
+
+def test_every_call_is_planned_for_its_own_attribution_frames_and_model() -> None:
+    # The engine reuses the last plan while nothing it depends on changed.
+    bg.configure(
+        policy=bg.Policy(
+            limits=[
+                bg.Limit(scope="tenant", usd=1, window="day"),
+                bg.Limit(scope="user", usd=1, window="day"),
+                bg.Limit(scope="model", key="gpt-4o", usd=1, window="day"),
+            ]
+        )
+    )
+
+    def keys(**frame: Any) -> list[str]:
+        model = frame.pop("model", None)
+        with bg.budget(**frame):
+            admission = admit_cost(10, model=model)
+            admission.settle_nanos(10)
+        return [counter.key for counter in admission.counters]
+
+    assert keys(tenant="a", user="u1") == ["tenant=a:day", "tenant=a/user=u1:day"]
+    assert keys(tenant="a", user="u2") == ["tenant=a:day", "tenant=a/user=u2:day"]
+    assert keys(tenant="b", user="u1") == ["tenant=b:day", "tenant=b/user=u1:day"]
+    assert keys(tenant="b", user="u1", model="gpt-4o") == [
+        "tenant=b:day",
+        "tenant=b/user=u1:day",
+        "model=gpt-4o:day",
+    ]
+    assert keys(tenant="b") == ["tenant=b:day"]
+    assert keys(tenant="b", limits=[bg.Limit(scope="feature", usd=1)]) == ["tenant=b:day"]
+    assert keys(tenant="b", feature="f", limits=[bg.Limit(scope="feature", usd=1)]) == [
+        "tenant=b:day",
+        "feature=f:total",
+    ]
+
+    @bg.budget(tenant="c", user=lambda user_id: user_id, estimate="0.000001")
+    def call(user_id: str) -> None:
+        return None
+
+    for user in ("u1", "u2", "u1"):
+        call(user)
+    assert bg.status("user", "u1", tenant="c").spent == Decimal("0.000002")
+    assert bg.status("user", "u2", tenant="c").spent == Decimal("0.000001")
+    assert bg.status("tenant", "c").spent == Decimal("0.000003")
+
+    # A run limit of the policy: one counter per frame, never another frame's.
+    bg.configure(policy=bg.Policy(limits=[bg.Limit(scope="run", usd=1)]))
+    for _ in range(3):
+        with bg.budget(tenant="a") as run:
+            admission = admit_cost(10)
+            admission.settle_nanos(10)
+        assert [counter.subject for counter in admission.counters] == [run.id]
