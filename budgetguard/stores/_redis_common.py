@@ -27,7 +27,7 @@ from typing import Any, Final, Literal, TypeVar
 from redis import exceptions as rx
 
 from .._errors import ConfigurationError, StoreUnavailable
-from .._windows import CALENDAR_WINDOWS, window_span
+from .._windows import CALENDAR_WINDOWS, SpanCache, window_span
 from ._base import Counter, CounterStatus, Denial, Reservation, ReserveOutcome
 from ._memory import MemoryStore, _check_amount
 
@@ -134,26 +134,6 @@ class _ServerClock:
         return server_s
 
 
-class _Spans:
-    """Current (start, end) per (window, zone): ``window_span`` once per window, not per call."""
-
-    __slots__ = ("_current",)
-
-    def __init__(self) -> None:
-        self._current: dict[tuple[str, str], tuple[int, int]] = {}
-
-    def at(self, counter: Counter, now: float) -> tuple[int, int | None]:
-        if counter.window not in CALENDAR_WINDOWS:
-            return 0, None
-        key = (counter.window, counter.tz)
-        span = self._current.get(key)
-        if span is None or not span[0] <= now < span[1]:
-            start, end = window_span(counter.window, now, counter.tz)
-            span = (start, end if end is not None else start)
-            self._current[key] = span
-        return span
-
-
 @lru_cache(maxsize=4096)
 def _bucket_end(window: str, tz: str, start: int) -> int:
     """End of the bucket that starts at ``start`` (-1: never ends)."""
@@ -161,11 +141,9 @@ def _bucket_end(window: str, tz: str, start: int) -> int:
     return -1 if end is None else end
 
 
-def _expiry_mode(window: str) -> str:
-    """How a bucket key expires: calendar at its end + grace, run after idle grace, else never."""
-    if window in CALENDAR_WINDOWS:
-        return "c"
-    return "r" if window == "run" else "t"
+_EXPIRY_MODES: Final = {**dict.fromkeys(CALENDAR_WINDOWS, "c"), "run": "r"}
+"""How a bucket key expires, by window: calendar ("c") at its end + grace, run ("r")
+after idle grace, any other ("t", ``.get(window, "t")``) never."""
 
 
 class _Health:
@@ -268,7 +246,7 @@ class RedisStoreBase:
         self.local = MemoryStore()
         self._health = _Health(fail, probe_interval_s)
         self._clock = _ServerClock()
-        self._spans = _Spans()
+        self._spans = SpanCache()
         self._common: tuple[str, str] = (str(int(tombstone_s * 1000)), str(int(grace_s * 1000)))
 
     # -- keys ----------------------------------------------------------------
@@ -295,9 +273,16 @@ class RedisStoreBase:
         for counter in counters:
             _check_counter(counter)
         lease_ms = max(1, round(lease_s * 1000))
+        groups = _by_tag(counters)
+        if len(groups) == 1:  # the common case: one slot, nothing to roll back
+            tag, members = groups[0]
+            outcome = yield from self._reserve_group(reservation_id, tag, members, amount, lease_ms)
+            if isinstance(outcome, Denial):
+                return outcome
+            return Reservation(reservation_id, amount, outcome.buckets, outcome.expires_at)
         granted: list[_Granted] = []
         try:
-            for tag, members in _by_tag(counters):
+            for tag, members in groups:
                 outcome = yield from self._reserve_group(
                     reservation_id, tag, members, amount, lease_ms
                 )
@@ -323,11 +308,11 @@ class RedisStoreBase:
         _check_amount("actual", actual)
         applied = False
         for tag, buckets in _by_tag_pinned(reservation.buckets):
-            args: list[str | int] = [*self._head(tag), reservation.id, actual]
+            args: list[str | int] = [self.tag_prefix(tag), *self._common, reservation.id, actual]
             for counter, start in buckets:
                 args += (
                     _bucket_end(counter.window, counter.tz, start),
-                    _expiry_mode(counter.window),
+                    _EXPIRY_MODES.get(counter.window, "t"),
                 )
             reply = yield ScriptCall(
                 "settle", self._pinned_keys(reservation.id, tag, buckets), tuple(args)
@@ -348,7 +333,7 @@ class RedisStoreBase:
     def status_plan(self, counter: Counter) -> Plan[CounterStatus]:
         _check_counter(counter)
         for _ in range(_MAX_MOVES):
-            start, end = self._spans.at(counter, self._clock.now())
+            start, end = self._spans.span(counter.window, self._clock.now(), counter.tz)
             keys = (self.index_key(counter.tag), self.bucket_key(counter, start))
             args = (*self._head(counter.tag), start, -1 if end is None else end)
             reply = yield ScriptCall("status", keys, args)
@@ -376,11 +361,12 @@ class RedisStoreBase:
     def _pinned_keys(
         self, reservation_id: str, tag: str, buckets: Iterable[tuple[Counter, int]]
     ) -> tuple[str, ...]:
-        return (
-            self.lease_key(tag, reservation_id),
-            self.index_key(tag),
-            *(self.bucket_key(counter, start) for counter, start in buckets),
-        )
+        """Lease record, lease index, then each bucket (all of ``tag``, as the
+        ``*_key`` methods name them)."""
+        at = self.tag_prefix(tag)
+        keys = [f"{at}:r:{reservation_id}", f"{at}:leases"]
+        keys += [f"{at}:c:{counter.key}:{start}" for counter, start in buckets]
+        return tuple(keys)
 
     def _reserve_group(
         self,
@@ -390,20 +376,26 @@ class RedisStoreBase:
         amount: int,
         lease_ms: int,
     ) -> Plan[_Granted | Denial]:
+        span = self._spans.span
+        at = self.tag_prefix(tag)
         for _ in range(_MAX_MOVES):
-            spans = [self._spans.at(c, self._clock.now()) for c in counters]
-            keys = self._pinned_keys(
-                reservation_id, tag, ((c, s[0]) for c, s in zip(counters, spans, strict=True))
-            )
-            args: list[str | int] = [*self._head(tag), reservation_id, amount, lease_ms, "0"]
-            for counter, (start, end) in zip(counters, spans, strict=True):
+            guess = self._clock.now()
+            keys = [f"{at}:r:{reservation_id}", f"{at}:leases"]  # as _pinned_keys() names them
+            args: list[str | int] = [at, *self._common, reservation_id, amount, lease_ms, "0"]
+            pinned: list[tuple[Counter, int]] = []
+            ends: list[int | None] = []
+            for counter in counters:
+                start, end = span(counter.window, guess, counter.tz)
+                keys.append(f"{at}:c:{counter.key}:{start}")
                 args += (
                     counter.limit,
                     start,
                     -1 if end is None else end,
-                    _expiry_mode(counter.window),
+                    _EXPIRY_MODES.get(counter.window, "t"),
                 )
-            reply = yield ScriptCall("reserve", keys, tuple(args), resend_flag_at=6)
+                pinned.append((counter, start))
+                ends.append(end)
+            reply = yield ScriptCall("reserve", tuple(keys), tuple(args), resend_flag_at=6)
             code = int(reply[0])
             if code == 2:
                 self._clock.learn(reply[1])
@@ -413,9 +405,8 @@ class RedisStoreBase:
             now = self._clock.learn(reply[-1])
             if code == 1:
                 i = int(reply[1]) - 1
-                return Denial(counters[i], int(reply[2]), int(reply[3]), amount, spans[i][1], now)
-            pinned = tuple((c, s[0]) for c, s in zip(counters, spans, strict=True))
-            return _Granted(tag, pinned, int(reply[1]) / 1000)
+                return Denial(counters[i], int(reply[2]), int(reply[3]), amount, ends[i], now)
+            return _Granted(tag, tuple(pinned), int(reply[1]) / 1000)
         raise _moving_clock()
 
     def _rollback(self, reservation_id: str, granted: list[_Granted]) -> Plan[None]:
@@ -452,7 +443,10 @@ def _by_tag(counters: tuple[Counter, ...]) -> list[tuple[str, tuple[Counter, ...
     if not counters:
         return []
     first = counters[0].tag
-    if all(c.tag == first for c in counters):  # the common case: one slot
+    for counter in counters:
+        if counter.tag != first:
+            break
+    else:  # the common case: one slot
         return [(first, counters)]
     groups: dict[str, list[Counter]] = {}
     for counter in counters:
@@ -463,6 +457,14 @@ def _by_tag(counters: tuple[Counter, ...]) -> list[tuple[str, tuple[Counter, ...
 def _by_tag_pinned(
     buckets: tuple[tuple[Counter, int], ...],
 ) -> list[tuple[str, tuple[tuple[Counter, int], ...]]]:
+    if not buckets:
+        return []
+    first = buckets[0][0].tag
+    for counter, _ in buckets:
+        if counter.tag != first:
+            break
+    else:  # the common case: one slot
+        return [(first, buckets)]
     groups: dict[str, list[tuple[Counter, int]]] = {}
     for pinned in buckets:
         groups.setdefault(pinned[0].tag, []).append(pinned)
