@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import warnings
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from decimal import Decimal
 from types import TracebackType
@@ -312,6 +313,8 @@ class Guard:
                     _frames.pop(token)
                 if admission is not None:
                     await self._aclose(admission, run, result, calls, failed=False)
+                elif not calls and not binder.warned:
+                    binder.warn_if_uncounted(result)
                 return result
 
             return async_guarded
@@ -333,6 +336,8 @@ class Guard:
                 _frames.pop(token)
             if admission is not None:
                 self._close(admission, run, result, calls, failed=False)
+            elif not calls and not binder.warned:
+                binder.warn_if_uncounted(result)
             return result
 
         return guarded
@@ -345,12 +350,35 @@ class _Binder:
     ``**kwargs``, positional- or keyword-only) are then bound without it,
     anything else (or a bad call, for its error) by ``Signature.bind``."""
 
-    __slots__ = ("_fn", "_plain", "_signature")
+    __slots__ = ("_checks_left", "_fn", "_plain", "_signature", "warned")
 
     def __init__(self, fn: Callable[..., Any]) -> None:
         self._fn = fn
         self._signature: inspect.Signature | None = None
         self._plain: tuple[tuple[str, Any], ...] | None = None
+        self.warned = False
+        self._checks_left = 16
+
+    def warn_if_uncounted(self, result: object) -> None:
+        """Once per function: it returned a provider response that nothing paid for
+        (no ``estimate=`` reserved it, no instrumented client inside settled it).
+        Only the first results are inspected: this must not tax every call."""
+        if result is None:
+            return
+        from ._extract import usage_from_response
+
+        self._checks_left -= 1
+        self.warned = self._checks_left <= 0
+        if usage_from_response(result) is None:
+            return
+        self.warned = True
+        warnings.warn(
+            f"budgetguard: {getattr(self._fn, '__qualname__', self._fn)!r} returned a provider "
+            "response, but its call was not guarded, so its cost is not counted: call the "
+            "provider through bg.instrument(client), or pass estimate= to @bg.budget",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
     def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         signature = self._signature

@@ -7,6 +7,7 @@ import inspect
 import re
 import threading
 import time
+import warnings
 from decimal import Decimal
 from typing import Any
 
@@ -226,6 +227,23 @@ def test_estimate_path_settles_from_the_returned_response() -> None:
         "gpt-4o-mini", bg.Usage(input_tokens=1000, output_tokens=500)
     )
     assert run.spent == bg.Money(expected).usd_amount
+
+
+def test_an_unguarded_provider_response_is_flagged_once() -> None:
+    @bg.budget(feature="raw")
+    def raw_call() -> dict[str, Any]:
+        return openai_shaped(1000, 500)
+
+    @bg.budget(feature="plain")
+    def not_llm() -> str:
+        return "no usage here"
+
+    with pytest.warns(RuntimeWarning, match=r"raw_call.*not counted.*estimate="):
+        raw_call()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        raw_call()  # once per function
+        not_llm()
 
 
 def test_estimate_path_releases_on_error_and_charges_the_estimate_otherwise() -> None:
