@@ -46,10 +46,18 @@ class MemoryStore:
     while holding it, so the async methods are the sync ones: safe on an event
     loop and across threads at once. ``clock`` is injectable for tests of
     leases and windows.
+
+    Memory stays bounded in a long-running process: a finished window's
+    counter is dropped ``grace_s`` after its end (once nothing holds on it),
+    and at most ``max_tombstones`` settled reservations are remembered (for
+    ``tombstone_s``, oldest forgotten first). A duplicate settle of a
+    forgotten reservation would charge again; the guard never sends one.
     """
 
     clock: Callable[[], float] = time.time
     tombstone_s: float = 86_400.0
+    max_tombstones: int = 200_000
+    grace_s: float = 86_400.0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _buckets: dict[tuple[str, int], _Bucket] = field(default_factory=dict, repr=False)
     _holds: dict[str, _Hold] = field(default_factory=dict, repr=False)
@@ -57,6 +65,16 @@ class MemoryStore:
     _tombstones: dict[str, _Tombstone] = field(default_factory=dict, repr=False)
     _tombstone_order: deque[str] = field(default_factory=deque, repr=False)
     _spans: SpanCache = field(default_factory=SpanCache, repr=False)
+    _bucket_ends: list[tuple[float, tuple[str, int]]] = field(default_factory=list, repr=False)
+
+    def __post_init__(self) -> None:
+        if type(self.max_tombstones) is not int or self.max_tombstones < 1:
+            raise ConfigurationError(
+                f"max_tombstones: must be an int >= 1, got {self.max_tombstones!r}"
+            )
+        for name in ("tombstone_s", "grace_s"):
+            if getattr(self, name) < 0:
+                raise ConfigurationError(f"{name}: must be >= 0, got {getattr(self, name)!r}")
 
     # -- sync -------------------------------------------------------------
     def reserve(
@@ -85,11 +103,14 @@ class MemoryStore:
                 pinned.append((counter, start))
                 keys.append(key)
                 found.append(bucket)
-            for key, seen in zip(keys, found, strict=True):
+            for (counter, _), key, seen in zip(pinned, keys, found, strict=True):
                 # Looked up again when it was missing: a key listed twice holds twice.
                 bucket = seen if seen is not None else buckets.get(key)
                 if bucket is None:
                     buckets[key] = _Bucket(0, amount)
+                    end = span(counter.window, now, counter.tz)[1]
+                    if end is not None:
+                        heapq.heappush(self._bucket_ends, (end + self.grace_s, key))
                 else:
                     bucket.held += amount
             expires_at = now + lease_s
@@ -165,8 +186,9 @@ class MemoryStore:
 
     # -- internals (lock held) ---------------------------------------------
     def _sweep(self, now: float) -> None:
-        leases, order = self._leases, self._tombstone_order
-        if not leases or leases[0][0] > now:  # the common case: nothing due, return early
+        leases, order, ends = self._leases, self._tombstone_order, self._bucket_ends
+        if (not leases or leases[0][0] > now) and (not ends or ends[0][0] > now):
+            # the common case: nothing due, return early
             if not order:
                 return
             first = self._tombstones.get(order[0])
@@ -189,11 +211,23 @@ class MemoryStore:
             if tomb is not None and tomb.until > now:
                 break
             self._tombstones.pop(order.popleft(), None)
+        for _ in range(_SWEEP_PER_CALL):
+            if not ends or ends[0][0] > now:
+                break
+            _, key = heapq.heappop(ends)
+            bucket = self._buckets.get(key)
+            if bucket is not None and bucket.held:  # a late lease still holds on it
+                heapq.heappush(ends, (now + self.grace_s, key))
+            else:
+                self._buckets.pop(key, None)
 
     def _bury(self, reservation_id: str, now: float, *, expired: bool) -> None:
-        if reservation_id not in self._tombstones:
-            self._tombstone_order.append(reservation_id)
-        self._tombstones[reservation_id] = _Tombstone(expired, now + self.tombstone_s)
+        tombstones, order = self._tombstones, self._tombstone_order
+        if reservation_id not in tombstones:
+            order.append(reservation_id)
+            if len(tombstones) >= self.max_tombstones:
+                tombstones.pop(order.popleft(), None)
+        tombstones[reservation_id] = _Tombstone(expired, now + self.tombstone_s)
 
 
 def _check_amount(name: str, value: int) -> None:
