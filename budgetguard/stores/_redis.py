@@ -7,7 +7,7 @@ logic and docs/redis.md for the data model, cluster and failure behaviour.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Unpack
 
 import redis
 import redis.asyncio
@@ -27,9 +27,9 @@ from .._errors import StoreUnavailable
 from ._base import Counter, CounterStatus, Reservation, ReserveOutcome
 from ._redis_common import (
     SCRIPT_NAMES,
-    Fail,
     LocalReservation,
     Plan,
+    RedisOptions,
     RedisStoreBase,
     ScriptCall,
     T,
@@ -65,25 +65,9 @@ class RedisStore(RedisStoreBase):
     """
 
     def __init__(
-        self,
-        client: SyncClient | str,
-        *,
-        prefix: str = "bg",
-        fail: Fail = "closed",
-        retry_total_s: float = 2.0,
-        probe_interval_s: float = 1.0,
-        tombstone_s: float = 86_400.0,
-        grace_s: float = 86_400.0,
-        cluster: bool = False,
+        self, client: SyncClient | str, *, cluster: bool = False, **options: Unpack[RedisOptions]
     ) -> None:
-        super().__init__(
-            prefix=prefix,
-            fail=fail,
-            retry_total_s=retry_total_s,
-            probe_interval_s=probe_interval_s,
-            tombstone_s=tombstone_s,
-            grace_s=grace_s,
-        )
+        super().__init__(**options)
         self._owns_client = isinstance(client, str)
         self.client: SyncClient = (
             _sync_client(client, cluster) if isinstance(client, str) else client
@@ -169,25 +153,9 @@ class AsyncRedisStore(RedisStoreBase):
     options and semantics as ``RedisStore``. Safe to share between tasks."""
 
     def __init__(
-        self,
-        client: AsyncClient | str,
-        *,
-        prefix: str = "bg",
-        fail: Fail = "closed",
-        retry_total_s: float = 2.0,
-        probe_interval_s: float = 1.0,
-        tombstone_s: float = 86_400.0,
-        grace_s: float = 86_400.0,
-        cluster: bool = False,
+        self, client: AsyncClient | str, *, cluster: bool = False, **options: Unpack[RedisOptions]
     ) -> None:
-        super().__init__(
-            prefix=prefix,
-            fail=fail,
-            retry_total_s=retry_total_s,
-            probe_interval_s=probe_interval_s,
-            tombstone_s=tombstone_s,
-            grace_s=grace_s,
-        )
+        super().__init__(**options)
         self._owns_client = isinstance(client, str)
         self.client: AsyncClient = (
             _async_client(client, cluster) if isinstance(client, str) else client

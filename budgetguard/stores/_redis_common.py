@@ -22,7 +22,7 @@ from collections.abc import Generator, Iterable
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from importlib import resources
-from typing import Any, Final, Literal, TypeVar
+from typing import Any, Final, Literal, TypedDict, TypeVar
 
 from redis import exceptions as rx
 
@@ -34,6 +34,7 @@ from ._memory import MemoryStore, _check_amount
 __all__ = [
     "SCRIPT_NAMES",
     "LocalReservation",
+    "RedisOptions",
     "RedisStoreBase",
     "ScriptCall",
     "is_transient",
@@ -211,6 +212,18 @@ class _Health:
         )
 
 
+class RedisOptions(TypedDict, total=False):
+    """What ``RedisStore`` and ``AsyncRedisStore`` accept besides the client; see
+    ``RedisStoreBase`` for the defaults and docs/redis.md for what each does."""
+
+    prefix: str
+    fail: Fail
+    retry_total_s: float
+    probe_interval_s: float
+    tombstone_s: float
+    grace_s: float
+
+
 class RedisStoreBase:
     """Configuration, key naming and the plans of every operation; no I/O.
 
@@ -225,12 +238,12 @@ class RedisStoreBase:
     def __init__(
         self,
         *,
-        prefix: str,
-        fail: Fail,
-        retry_total_s: float,
-        probe_interval_s: float,
-        tombstone_s: float,
-        grace_s: float,
+        prefix: str = "bg",
+        fail: Fail = "closed",
+        retry_total_s: float = 2.0,
+        probe_interval_s: float = 1.0,
+        tombstone_s: float = 86_400.0,
+        grace_s: float = 86_400.0,
     ) -> None:
         if fail not in ("closed", "open"):
             raise ConfigurationError(f"fail: expected 'closed' or 'open', got {fail!r}")
