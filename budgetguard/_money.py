@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal, InvalidOperation
 from typing import SupportsIndex
 
+from ._errors import ConfigurationError
+
 NANOS_PER_USD = 1_000_000_000
 _NANO = Decimal(1) / NANOS_PER_USD
 
@@ -34,11 +36,11 @@ def to_decimal(value: UsdLike, *, field: str = "usd") -> Decimal:
         try:
             amount = Decimal(value.strip().lstrip("$"))
         except InvalidOperation:
-            raise ValueError(f"{field}: {value!r} is not a USD amount") from None
+            raise ConfigurationError(f"{field}: {value!r} is not a USD amount") from None
     else:
         raise TypeError(f"{field}: expected a USD amount, got {type(value).__name__}")
     if not amount.is_finite():
-        raise ValueError(f"{field}: {value!r} is not a finite USD amount")
+        raise ConfigurationError(f"{field}: {value!r} is not a finite USD amount")
     return amount
 
 

@@ -45,3 +45,11 @@ def test_money_reads_and_prints_dollars() -> None:
     assert Money.usd(1) - Money.usd("0.25") == Money.usd("0.75")
     with pytest.raises(TypeError):
         Money(1.5)  # type: ignore[arg-type]
+
+
+def test_a_bad_amount_is_a_configuration_error_naming_the_field() -> None:
+    import budgetguard as bg
+
+    for bad in ("abc", "NaN", "Infinity"):
+        with pytest.raises(bg.ConfigurationError, match=r"^usd: "):
+            bg.spend_limit(usd=bad)
