@@ -126,6 +126,8 @@ def anthropic_usage(usage: object, path: str = "response.usage") -> Usage:
     read = _count(usage, "cache_read_input_tokens", path)
     write = _count(usage, "cache_creation_input_tokens", path)
     details = _get(usage, "output_tokens_details")
+    # The split of the writes by cache lifetime; one-hour writes cost more.
+    creation = _get(usage, "cache_creation")
     return _usage(
         path,
         input_tokens=_count(usage, "input_tokens", path, required=True) + read + write,
@@ -133,6 +135,9 @@ def anthropic_usage(usage: object, path: str = "response.usage") -> Usage:
         cache_read_tokens=read,
         cache_write_tokens=write,
         reasoning_tokens=_count(details, "thinking_tokens", f"{path}.output_tokens_details"),
+        cache_write_1h_tokens=_count(
+            creation, "ephemeral_1h_input_tokens", f"{path}.cache_creation"
+        ),
     )
 
 
@@ -251,6 +256,7 @@ class StreamTracker:
                 output_tokens=max(output, base.output_tokens),
                 cache_read_tokens=base.cache_read_tokens,
                 cache_write_tokens=base.cache_write_tokens,
+                cache_write_1h_tokens=base.cache_write_1h_tokens,
             )
         return Usage(input_tokens=max(0, input_estimate), output_tokens=output)
 
@@ -344,6 +350,7 @@ class AnthropicStreamTracker(StreamTracker):
                 "input_tokens",
                 "cache_read_input_tokens",
                 "cache_creation_input_tokens",
+                "cache_creation",
                 "output_tokens",
                 "output_tokens_details",
             ):

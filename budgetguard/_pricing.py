@@ -146,9 +146,9 @@ def _at(rate: Rate, input_tokens: int) -> int:
     return rate if isinstance(rate, int) else rate.at(input_tokens)
 
 
-_Band = tuple[int, int, int | None, int | None, int | None]
+_Band = tuple[int, int, int | None, int | None, int | None, int | None]
 """Flat rates in force over one input-token range: input, output, cache read, cache write,
-reasoning (``None``: no own rate)."""
+reasoning, one-hour cache write (``None``: no own rate)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +172,7 @@ class ModelRates:
     cache_read_rate: Rate | None = None
     cache_write_rate: Rate | None = None
     reasoning_rate: Rate | None = None
+    cache_write_1h_rate: Rate | None = None
     request_rate: int = 0
     max_output_tokens: int | None = None
     context_window: int | None = None
@@ -187,6 +188,7 @@ class ModelRates:
             self.cache_read_rate,
             self.cache_write_rate,
             self.reasoning_rate,
+            self.cache_write_1h_rate,
         )
         starts = tuple(
             sorted(
@@ -199,14 +201,14 @@ class ModelRates:
         bands: list[_Band] = []
         worst: list[tuple[int, int]] = []
         for n in samples:
-            flat_in, flat_out, read, write, reasoning = (
+            flat_in, flat_out, read, write, reasoning, write_1h = (
                 None if rate is None else _at(rate, n) for rate in rates
             )
             assert flat_in is not None and flat_out is not None
-            bands.append((flat_in, flat_out, read, write, reasoning))
+            bands.append((flat_in, flat_out, read, write, reasoning, write_1h))
             worst.append(
                 (
-                    max(flat_in, read or 0, write or 0),
+                    max(flat_in, read or 0, write or 0, write_1h or 0),
                     max(flat_out, reasoning or 0),
                 )
             )
@@ -223,7 +225,7 @@ class ModelRates:
         """
         n = usage.input_tokens
         starts = self._starts
-        input_rate, output_rate, read_rate, write_rate, reasoning_rate = self._bands[
+        input_rate, output_rate, read_rate, write_rate, reasoning_rate, write_1h_rate = self._bands[
             bisect_left(starts, n) if starts else 0
         ]
         total = self.request_rate
@@ -233,9 +235,17 @@ class ModelRates:
             total += read * read_rate
             uncached -= read
         write = usage.cache_write_tokens
-        if write and write_rate is not None:
-            total += write * write_rate
-            uncached -= write
+        if write:
+            # One-hour writes are a part of the writes: their own rate where the
+            # model has one, else the (five-minute) write rate, else input.
+            write_1h = usage.cache_write_1h_tokens
+            if write_1h and write_1h_rate is not None:
+                total += write_1h * write_1h_rate
+                uncached -= write_1h
+                write -= write_1h
+            if write_rate is not None:
+                total += write * write_rate
+                uncached -= write
         output = usage.output_tokens
         reasoning = usage.reasoning_tokens
         if reasoning and reasoning_rate is not None:
@@ -270,7 +280,7 @@ def _nanos_per_million(usd: Decimal, scale: int = 1) -> int:
 
 # -- user-facing prices ----------------------------------------------------------
 
-_USD_FIELDS = ("input", "output", "cache_read", "cache_write", "reasoning")
+_USD_FIELDS = ("input", "output", "cache_read", "cache_write", "cache_write_1h", "reasoning")
 _TOKEN_FIELDS = ("max_output_tokens", "context_window")
 _PRICE_FIELDS = _USD_FIELDS + _TOKEN_FIELDS
 
@@ -300,7 +310,8 @@ class Price:
     """A price you set: USD per *million* tokens (``Decimal``, ``int``, ``str`` or ``float``).
 
     ``cache_read`` / ``cache_write`` / ``reasoning`` default to the input or
-    output rate. ``max_output_tokens`` is the worst-case output when a call
+    output rate; ``cache_write_1h`` (Anthropic's one-hour cache) to
+    ``cache_write``. ``max_output_tokens`` is the worst-case output when a call
     sets no ``max_tokens``; ``context_window`` is used for it when unset.
     """
 
@@ -308,6 +319,7 @@ class Price:
     output: Decimal
     cache_read: Decimal | None
     cache_write: Decimal | None
+    cache_write_1h: Decimal | None
     reasoning: Decimal | None
     max_output_tokens: int | None
     context_window: int | None
@@ -319,6 +331,7 @@ class Price:
         *,
         cache_read: UsdLike | None = None,
         cache_write: UsdLike | None = None,
+        cache_write_1h: UsdLike | None = None,
         reasoning: UsdLike | None = None,
         max_output_tokens: int | None = None,
         context_window: int | None = None,
@@ -330,6 +343,7 @@ class Price:
                 "output": output,
                 "cache_read": cache_read,
                 "cache_write": cache_write,
+                "cache_write_1h": cache_write_1h,
                 "reasoning": reasoning,
                 "max_output_tokens": max_output_tokens,
                 "context_window": context_window,
@@ -379,6 +393,7 @@ def _rates_from_price(model: str, provider: str, price: Price, source: str) -> M
         output_rate=_nanos_per_million(price.output),
         cache_read_rate=optional(price.cache_read),
         cache_write_rate=optional(price.cache_write),
+        cache_write_1h_rate=optional(price.cache_write_1h),
         reasoning_rate=optional(price.reasoning),
         max_output_tokens=(
             price.max_output_tokens
@@ -428,6 +443,7 @@ def _rates_from_genai(provider: Any, model: Any, now: datetime) -> ModelRates | 
         output_rate=output_rate,
         cache_read_rate=_genai_rate(getattr(prices, "cache_read_mtok", None)),
         cache_write_rate=_genai_rate(getattr(prices, "cache_write_mtok", None)),
+        cache_write_1h_rate=_genai_rate(getattr(prices, "cache_write_1h_mtok", None)),
         reasoning_rate=_genai_rate(getattr(prices, "output_reasoning_mtok", None)),
         request_rate=requests or 0,
         max_output_tokens=(

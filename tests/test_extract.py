@@ -116,6 +116,24 @@ def test_anthropic_input_excludes_cache_so_we_add_it() -> None:
     )
 
 
+def test_anthropic_one_hour_cache_writes_are_split_out() -> None:
+    usage = {
+        "input_tokens": 30,
+        "cache_read_input_tokens": 0,
+        "cache_creation_input_tokens": 500,
+        "cache_creation": {"ephemeral_5m_input_tokens": 200, "ephemeral_1h_input_tokens": 300},
+        "output_tokens": 120,
+    }
+    found = usage_from_response({"model": "claude-sonnet-4-5", "usage": usage})
+    assert found is not None
+    assert found[1] == Usage(
+        input_tokens=530, output_tokens=120, cache_write_tokens=500, cache_write_1h_tokens=300
+    )
+    usage["cache_creation"] = {"ephemeral_1h_input_tokens": 501}
+    with pytest.raises(UsageError, match="cache_write_1h_tokens"):
+        usage_from_response({"model": "claude-sonnet-4-5", "usage": usage})
+
+
 def test_anthropic_sdk_model_with_null_cache_fields() -> None:
     from anthropic.types import Message
 

@@ -54,17 +54,17 @@ def aclient(fake: FakeProvider) -> Any:
 
 
 def script_cache(fake: FakeProvider, model: str = HAIKU) -> Decimal:
-    """A reply with cache reads and writes: Anthropic's input_tokens excludes both."""
-    fake.reply(
-        model=model,
-        input_tokens=3000,
-        cache_read_tokens=2000,
-        cache_write_tokens=500,
-        output_tokens=250,
-    )
-    return price(
-        model, input_tokens=3000, cache_read_tokens=2000, cache_write_tokens=500, output_tokens=250
-    )
+    """A reply with cache reads and writes (some for an hour, at a dearer rate):
+    Anthropic's input_tokens excludes both."""
+    counts = {
+        "input_tokens": 3000,
+        "cache_read_tokens": 2000,
+        "cache_write_tokens": 500,
+        "cache_write_1h_tokens": 200,
+        "output_tokens": 250,
+    }
+    fake.reply(model=model, **counts)
+    return price(model, **counts)
 
 
 def test_create_settles_cache_reads_and_writes_exactly(fake: FakeProvider, client: Any) -> None:

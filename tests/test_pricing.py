@@ -50,6 +50,11 @@ USAGES = [
     Usage(input_tokens=200_001, output_tokens=100),  # past it: the tier rate for every token
     Usage(input_tokens=250_000, output_tokens=8_000, cache_read_tokens=100_000,
           cache_write_tokens=50_000, reasoning_tokens=4_000),
+    # Anthropic's one-hour cache writes: a dearer part of the writes
+    Usage(input_tokens=10_000, output_tokens=2_000, cache_write_tokens=9_000,
+          cache_write_1h_tokens=4_000),
+    Usage(input_tokens=250_000, output_tokens=8_000, cache_read_tokens=100_000,
+          cache_write_tokens=50_000, cache_write_1h_tokens=50_000),
 ]  # fmt: skip
 
 
@@ -60,6 +65,7 @@ def genai_nanos(model: str, usage: Usage, provider: str | None = None) -> int:
             input_tokens=usage.input_tokens,
             cache_read_tokens=usage.cache_read_tokens,
             cache_write_tokens=usage.cache_write_tokens,
+            cache_write_1h_tokens=usage.cache_write_1h_tokens,
             output_tokens=usage.output_tokens,
             output_reasoning_tokens=usage.reasoning_tokens,
         ),
@@ -102,9 +108,10 @@ def test_cost_matches_genai_prices_for_random_usage(
     input_tokens = data.draw(st.integers(0, 2_000_000), label="input")
     cache_read = data.draw(st.integers(0, input_tokens), label="cache_read")
     cache_write = data.draw(st.integers(0, input_tokens - cache_read), label="cache_write")
+    one_hour = data.draw(st.integers(0, cache_write), label="cache_write_1h")
     output_tokens = data.draw(st.integers(0, 200_000), label="output")
     reasoning = data.draw(st.integers(0, output_tokens), label="reasoning")
-    usage = Usage(input_tokens, output_tokens, cache_read, cache_write, reasoning)
+    usage = Usage(input_tokens, output_tokens, cache_read, cache_write, reasoning, one_hour)
     assert book.rates(model).cost(usage) == genai_nanos(model, usage)
 
 
@@ -121,8 +128,9 @@ def test_worst_case_bounds_every_usage_with_those_counts(
     output_tokens = data.draw(st.integers(0, 100_000), label="output")
     cache_read = data.draw(st.integers(0, input_tokens), label="cache_read")
     cache_write = data.draw(st.integers(0, input_tokens - cache_read), label="cache_write")
+    one_hour = data.draw(st.integers(0, cache_write), label="cache_write_1h")
     reasoning = data.draw(st.integers(0, output_tokens), label="reasoning")
-    usage = Usage(input_tokens, output_tokens, cache_read, cache_write, reasoning)
+    usage = Usage(input_tokens, output_tokens, cache_read, cache_write, reasoning, one_hour)
     worst = rates.worst_case(input_tokens, output_tokens)
     assert worst >= rates.cost(usage)
     assert worst >= genai_nanos(model, usage)
@@ -218,6 +226,21 @@ def test_overrides_win_over_genai_prices() -> None:
     assert rates.cost(usage) == 2_800_000_000
     assert rates.cost(usage) != genai_nanos("gpt-4o", usage)
     assert book.rates("gpt-4o-mini").source == "genai-prices"  # exact names only
+
+
+def test_one_hour_cache_writes_fall_back_to_the_write_rate() -> None:
+    usage = Usage(
+        input_tokens=1_000_000,
+        output_tokens=0,
+        cache_write_tokens=600_000,
+        cache_write_1h_tokens=200_000,
+    )
+    own = PriceBook({"m": {"input": 1, "output": 2, "cache_write": 3, "cache_write_1h": 5}})
+    # 400k x $1 + 400k x $3 + 200k x $5 = $2.6
+    assert own.rates("m").cost(usage) == 2_600_000_000
+    no_1h = PriceBook({"m": {"input": 1, "output": 2, "cache_write": 3}})
+    assert no_1h.rates("m").cost(usage) == 2_200_000_000  # 400k x $1 + 600k x $3
+    assert own.rates("m").worst_case(1_000_000, 0) == 5 * 10**9  # the dearest input rate
 
 
 def test_override_values_are_exact_and_rates_round_up() -> None:
@@ -343,7 +366,14 @@ _RATES = st.one_of(_RATE_VALUES, _TIERED)
 
 @settings(max_examples=300, deadline=None)
 @given(
-    rates=st.tuples(_RATES, _RATES, st.none() | _RATES, st.none() | _RATES, st.none() | _RATES),
+    rates=st.tuples(
+        _RATES,
+        _RATES,
+        st.none() | _RATES,
+        st.none() | _RATES,
+        st.none() | _RATES,
+        st.none() | _RATES,
+    ),
     request_rate=st.integers(0, 10**9),
     data=st.data(),
 )
@@ -360,20 +390,26 @@ def test_precomputed_bands_price_like_a_tier_walk(
     )
     cache_read = data.draw(st.integers(0, input_tokens), label="cache_read")
     cache_write = data.draw(st.integers(0, input_tokens - cache_read), label="cache_write")
+    one_hour = data.draw(st.integers(0, cache_write), label="cache_write_1h")
     output_tokens = data.draw(st.integers(0, 40), label="output")
     reasoning = data.draw(st.integers(0, output_tokens), label="reasoning")
-    usage = Usage(input_tokens, output_tokens, cache_read, cache_write, reasoning)
+    usage = Usage(input_tokens, output_tokens, cache_read, cache_write, reasoning, one_hour)
 
-    flat_in, flat_out, read, write, think = (_walk(rate, input_tokens) for rate in rates)
+    flat_in, flat_out, read, write, think, write_1h = (_walk(rate, input_tokens) for rate in rates)
     assert flat_in is not None and flat_out is not None
     total = request_rate
     uncached = input_tokens
     if read is not None and cache_read:
         total += cache_read * read
         uncached -= cache_read
-    if write is not None and cache_write:
-        total += cache_write * write
-        uncached -= cache_write
+    # one-hour writes: their own rate, else the write rate, else the input rate
+    one_hour_rate = write_1h if write_1h is not None else write
+    if one_hour_rate is not None and one_hour:
+        total += one_hour * one_hour_rate
+        uncached -= one_hour
+    if write is not None and cache_write - one_hour:
+        total += (cache_write - one_hour) * write
+        uncached -= cache_write - one_hour
     output = output_tokens
     if think is not None and reasoning:
         total += reasoning * think
@@ -381,7 +417,7 @@ def test_precomputed_bands_price_like_a_tier_walk(
     total += uncached * flat_in + output * flat_out
     assert model.cost(usage) == -(-total // 1_000_000)
 
-    worst_in = max(flat_in, read or 0, write or 0)
+    worst_in = max(flat_in, read or 0, write or 0, write_1h or 0)
     worst_out = max(flat_out, think or 0)
     worst = input_tokens * worst_in + output_tokens * worst_out + request_rate
     assert model.worst_case(input_tokens, output_tokens) == -(-worst // 1_000_000)

@@ -69,6 +69,7 @@ class Reply:
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
     reasoning_tokens: int = 0
+    cache_write_1h_tokens: int = 0  # Anthropic: the part of the writes cached for an hour
     status: int = 200
     error_message: str = "the fake provider was told to fail"
     cut_after: int | None = None
@@ -261,6 +262,10 @@ def _anthropic_usage(r: Reply, *, output_tokens: int) -> Json:
         "input_tokens": r.input_tokens - r.cache_read_tokens - r.cache_write_tokens,
         "cache_creation_input_tokens": r.cache_write_tokens,
         "cache_read_input_tokens": r.cache_read_tokens,
+        "cache_creation": {
+            "ephemeral_5m_input_tokens": r.cache_write_tokens - r.cache_write_1h_tokens,
+            "ephemeral_1h_input_tokens": r.cache_write_1h_tokens,
+        },
         "output_tokens": output_tokens,
         "service_tier": "standard",
     }
