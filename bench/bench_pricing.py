@@ -68,6 +68,7 @@ except ImportError:  # pragma: no cover - optional peer
 try:
     import litellm
     from litellm.types.utils import (
+        CacheCreationTokenDetails,
         CompletionTokensDetailsWrapper,
         ModelResponse,
         PromptTokensDetailsWrapper,
@@ -103,6 +104,17 @@ COST_CASES: list[tuple[str, str, Usage]] = [
             output_tokens=800,
             cache_read_tokens=8_000,
             cache_write_tokens=3_000,
+        ),
+    ),
+    (
+        "cache read + 1h write",
+        "claude-sonnet-4-5",
+        Usage(
+            input_tokens=12_000,
+            output_tokens=800,
+            cache_read_tokens=8_000,
+            cache_write_tokens=3_000,
+            cache_write_1h_tokens=3_000,
         ),
     ),
     (
@@ -229,6 +241,7 @@ def _genai_usage(usage: Usage) -> genai_prices.Usage:
         input_tokens=usage.input_tokens,
         cache_read_tokens=usage.cache_read_tokens,
         cache_write_tokens=usage.cache_write_tokens,
+        cache_write_1h_tokens=usage.cache_write_1h_tokens,
         output_tokens=usage.output_tokens,
         output_reasoning_tokens=usage.reasoning_tokens,
     )
@@ -245,6 +258,13 @@ def _litellm_response(model: str, usage: Usage) -> Any:
             prompt_tokens_details=PromptTokensDetailsWrapper(
                 cached_tokens=usage.cache_read_tokens,
                 cache_creation_tokens=usage.cache_write_tokens or None,
+                cache_creation_token_details=CacheCreationTokenDetails(
+                    ephemeral_5m_input_tokens=usage.cache_write_tokens
+                    - usage.cache_write_1h_tokens,
+                    ephemeral_1h_input_tokens=usage.cache_write_1h_tokens,
+                )
+                if usage.cache_write_tokens
+                else None,
             ),
             completion_tokens_details=CompletionTokensDetailsWrapper(
                 reasoning_tokens=usage.reasoning_tokens
