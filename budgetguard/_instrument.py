@@ -318,6 +318,28 @@ class _Proxy:
         return getattr(inner, name)
 
 
+class _SettlingResponse(_Proxy):
+    """A stream's HTTP response as the SDK's stream helpers hold it: they close it,
+    not the stream, when their ``with`` block ends (``responses.stream()``,
+    ``chat.completions.stream()``), so closing it settles what was consumed."""
+
+    def __init__(self, inner: Any, meter: _Meter) -> None:
+        self._inner = inner
+        self._meter = meter
+
+    def close(self) -> None:
+        try:
+            self._inner.close()
+        finally:
+            self._meter.finish()
+
+    async def aclose(self) -> None:
+        try:
+            await self._inner.aclose()
+        finally:
+            await self._meter.afinish()
+
+
 class GuardedStream(_Proxy):
     """An SDK ``Stream`` whose events feed the meter; settles on end, close or collection."""
 
@@ -325,6 +347,10 @@ class GuardedStream(_Proxy):
         self._inner = inner
         self._meter = meter
         self._iterator: Any = None
+
+    @property
+    def response(self) -> _SettlingResponse:
+        return _SettlingResponse(self._inner.response, self._meter)
 
     def __iter__(self) -> GuardedStream:
         return self
@@ -372,6 +398,10 @@ class AsyncGuardedStream(_Proxy):
         self._inner = inner
         self._meter = meter
         self._iterator: Any = None
+
+    @property
+    def response(self) -> _SettlingResponse:
+        return _SettlingResponse(self._inner.response, self._meter)
 
     def __aiter__(self) -> AsyncGuardedStream:
         return self

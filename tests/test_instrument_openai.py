@@ -333,3 +333,33 @@ def test_chat_stream_helper_goes_through_the_guard(fake: FakeProvider, client: A
     assert final.choices[0].message.content == "Hello from the fake provider."
     assert close_to(run.spent, expected)
     assert user().held == 0
+
+
+def test_stream_helpers_settle_when_their_block_ends_early(fake: FakeProvider, client: Any) -> None:
+    """The helpers close the HTTP response, not our stream: that must settle too."""
+    opened = (
+        lambda: client.responses.stream(model="gpt-4o", input="Summarize Hamlet."),
+        lambda: client.chat.completions.stream(model="gpt-4o", messages=MESSAGES, max_tokens=500),
+    )
+    for open_stream in opened:
+        fake.reply(text=LONG_TEXT, output_tokens=200)
+        with bg.spend_limit(user="u1") as run:
+            with open_stream() as stream:
+                held = user().held
+                for _event in stream:
+                    break
+            assert user().held == 0  # settled as the helper's block ended, not at collection
+        assert held > 0
+        assert 0 < run.spent <= held and run.calls == 1
+
+
+async def test_async_stream_helper_settles_when_its_block_ends_early(
+    fake: FakeProvider, aclient: Any
+) -> None:
+    fake.reply(text=LONG_TEXT, output_tokens=200)
+    async with bg.spend_limit(user="u1") as run:
+        async with aclient.responses.stream(model="gpt-4o", input="Summarize Hamlet.") as stream:
+            async for _event in stream:
+                break
+        assert user().held == 0
+    assert run.spent > 0 and run.calls == 1
