@@ -37,6 +37,7 @@ __all__ = [
     "aadmit",
     "aadmit_cost",
     "admit",
+    "admit_after",
     "admit_cost",
 ]
 
@@ -514,6 +515,29 @@ def admit(request: LLMRequest) -> Admission:
 
 async def aadmit(request: LLMRequest) -> Admission:
     return await _arun(_start(request, None, None))
+
+
+def admit_after(model: str | None = None) -> Admission:
+    """An admission for a call that already happened unreserved (no estimate, no
+    instrumented client): it holds nothing and passes no limit check, and
+    settling it charges every counter in force once - a call that no budget let
+    through is still counted, never $0."""
+    settings = current()
+    frames = active_frames()
+    who = attribution_of(frames)
+    counters, _cap = _plan(settings.policy, frames, who, model)
+    store: Store | AsyncStore | None = settings.store or settings.async_store
+    reservation = store.pin(new_id(), counters) if counters and store is not None else None
+    return Admission(
+        requested_model=model,
+        model=model,
+        estimate=0,
+        reservation=reservation,
+        frames=frames,
+        attribution=who,
+        settings=settings,
+        counters=counters,
+    )
 
 
 def admit_cost(nanos: int, *, model: str | None = None) -> Admission:

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import functools
 import inspect
-import warnings
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from decimal import Decimal
 from types import TracebackType
 from typing import Any, ParamSpec, TypedDict, TypeVar, Unpack, overload
 
 from . import _engine, _frames
-from ._errors import ConfigurationError
+from ._errors import ConfigurationError, UsageError
 from ._frames import Frame, RunTally
 from ._money import UsdLike, nanos_to_usd, usd_to_nanos
 from ._policy import Limit, OnExceed
@@ -213,6 +212,22 @@ class Guard:
             return -1  # instrumented calls inside paid for themselves
         return admission.estimate
 
+    def _admit_after(self, result: object) -> _engine.Admission | None:
+        """No estimate reserved this call and no instrumented client inside paid for
+        it, yet it returned a provider response: the money is spent, so charge it
+        now, to every budget in force (after the fact, so without a limit check)."""
+        if result is None:
+            return None
+        from ._extract import usage_from_response
+
+        try:
+            found = usage_from_response(result)
+        except UsageError:
+            return None  # something else with a "usage" field: not ours to break
+        if found is None:
+            return None
+        return _engine.admit_after(found[0] or self._model)
+
     # -- context manager -------------------------------------------------------
     def __enter__(self) -> Run:
         token, run = self._open((), {}, None)
@@ -308,13 +323,13 @@ class Guard:
                         if admission is not None:
                             await admission.arelease()
                         raise
+                    if admission is None and not run.calls:
+                        admission = self._admit_after(result)
                 finally:
                     calls = run.calls
                     _frames.pop(token)
                 if admission is not None:
                     await self._aclose(admission, run, result, calls, failed=False)
-                elif not calls and not binder.warned:
-                    binder.warn_if_uncounted(result)
                 return result
 
             return async_guarded
@@ -331,13 +346,13 @@ class Guard:
                     if admission is not None:
                         admission.release()
                     raise
+                if admission is None and not run.calls:
+                    admission = self._admit_after(result)
             finally:
                 calls = run.calls
                 _frames.pop(token)
             if admission is not None:
                 self._close(admission, run, result, calls, failed=False)
-            elif not calls and not binder.warned:
-                binder.warn_if_uncounted(result)
             return result
 
         return guarded
@@ -350,35 +365,12 @@ class _Binder:
     ``**kwargs``, positional- or keyword-only) are then bound without it,
     anything else (or a bad call, for its error) by ``Signature.bind``."""
 
-    __slots__ = ("_checks_left", "_fn", "_plain", "_signature", "warned")
+    __slots__ = ("_fn", "_plain", "_signature")
 
     def __init__(self, fn: Callable[..., Any]) -> None:
         self._fn = fn
         self._signature: inspect.Signature | None = None
         self._plain: tuple[tuple[str, Any], ...] | None = None
-        self.warned = False
-        self._checks_left = 16
-
-    def warn_if_uncounted(self, result: object) -> None:
-        """Once per function: it returned a provider response that nothing paid for
-        (no ``estimate=`` reserved it, no instrumented client inside settled it).
-        Only the first results are inspected: this must not tax every call."""
-        if result is None:
-            return
-        from ._extract import usage_from_response
-
-        self._checks_left -= 1
-        self.warned = self._checks_left <= 0
-        if usage_from_response(result) is None:
-            return
-        self.warned = True
-        warnings.warn(
-            f"budgetguard: {getattr(self._fn, '__qualname__', self._fn)!r} returned a provider "
-            "response, but its call was not guarded, so its cost is not counted: call the "
-            "provider through bg.instrument(client), or pass estimate= to @bg.budget",
-            RuntimeWarning,
-            stacklevel=3,
-        )
 
     def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         signature = self._signature

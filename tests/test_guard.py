@@ -7,7 +7,6 @@ import inspect
 import re
 import threading
 import time
-import warnings
 from decimal import Decimal
 from typing import Any
 
@@ -229,21 +228,40 @@ def test_estimate_path_settles_from_the_returned_response() -> None:
     assert run.spent == bg.Money(expected).usd_amount
 
 
-def test_an_unguarded_provider_response_is_flagged_once() -> None:
+def test_an_unreserved_provider_response_is_charged_after_the_fact() -> None:
+    bg.configure(policy=bg.Policy(limits=[bg.Limit(scope="feature", usd="0.01", window="day")]))
+
     @bg.budget(feature="raw")
-    def raw_call() -> dict[str, Any]:
+    def raw_call() -> dict[str, Any]:  # no estimate=, no instrumented client
         return openai_shaped(1000, 500)
 
-    @bg.budget(feature="plain")
-    def not_llm() -> str:
-        return "no usage here"
+    @bg.budget(feature="raw")
+    def not_llm() -> dict[str, Any]:
+        return {"usage": "a field of some other kind", "model": "gpt-4o"}
 
-    with pytest.warns(RuntimeWarning, match=r"raw_call.*not counted.*estimate="):
+    cost = bg.current().prices.cost("gpt-4o-mini", bg.Usage(input_tokens=1000, output_tokens=500))
+    with bg.spend_limit() as run:
         raw_call()
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        raw_call()  # once per function
-        not_llm()
+        assert not_llm()["usage"]  # untouched, uncharged, unbroken
+    assert run.spent == bg.Money(cost).usd_amount and run.calls == 1
+    feature = bg.status("feature", "raw")
+    assert feature.spent == run.spent and feature.held == 0
+    for _ in range(30):  # after the fact means no limit check: counted past the limit
+        raw_call()
+    assert bg.status("feature", "raw").spent == 31 * bg.Money(cost).usd_amount > Decimal("0.01")
+    with bg.budget(feature="raw"), pytest.raises(bg.BudgetExceeded):
+        admit_cost(1)  # and the next reserved call sees it
+
+
+async def test_an_unreserved_async_response_is_charged_after_the_fact() -> None:
+    @bg.budget(feature="raw")
+    async def raw_call() -> dict[str, Any]:
+        return openai_shaped(2000, 100)
+
+    async with bg.spend_limit() as run:
+        await raw_call()
+    cost = bg.current().prices.cost("gpt-4o-mini", bg.Usage(input_tokens=2000, output_tokens=100))
+    assert run.spent == bg.Money(cost).usd_amount
 
 
 def test_estimate_path_releases_on_error_and_charges_the_estimate_otherwise() -> None:

@@ -122,3 +122,16 @@ async def test_async_guard_on_redis(redis_store_url: str) -> None:
     assert sum(calls) > 16
     assert status.held == 0
     assert TENANT_LIMIT - Decimal("0.0063") <= status.spent <= TENANT_LIMIT
+
+
+def test_an_unreserved_response_is_charged_on_redis(redis_store_url: str) -> None:
+    bg.configure(store=redis_store_url, policy=tenant_policy())
+
+    @bg.budget(tenant="acme")
+    def raw_call() -> dict[str, object]:  # returns a provider response, reserved nothing
+        return {"model": "gpt-4o", "usage": {"prompt_tokens": 1000, "completion_tokens": 100}}
+
+    raw_call()
+    cost = bg.current().prices.cost("gpt-4o", bg.Usage(input_tokens=1000, output_tokens=100))
+    status = bg.status("tenant", "acme")
+    assert status.spent == bg.Money(cost).usd_amount and status.held == 0

@@ -173,6 +173,17 @@ async def test_settle_twice_is_a_no_op(backend: Backend) -> None:
     assert (status.spent, status.held) == (120, 0)
 
 
+async def test_a_pinned_reservation_charges_after_the_fact_once(backend: Backend) -> None:
+    c, other = counter("a", limit=100), counter("b")
+    pinned = backend.store.pin(uuid.uuid4().hex, (c, other))  # no I/O, holds nothing
+    assert pinned.amount == 0 and [p[0] for p in pinned.buckets] == [c, other]
+    assert (await backend.status(c)).held == 0
+    assert await backend.settle(pinned, 150) is True  # past the limit: no check
+    assert await backend.settle(pinned, 150) is False
+    assert [(await backend.status(x)).spent for x in (c, other)] == [150, 150]
+    assert isinstance(await backend.reserve((c,), 1), Denial)  # the overspend counts
+
+
 async def test_release_frees_the_hold_and_charges_nothing(backend: Backend) -> None:
     c = counter()
     reservation = await backend.granted((c,), 500)

@@ -110,6 +110,12 @@ class Store(Protocol):
 
     def status(self, counter: Counter) -> CounterStatus: ...
 
+    def pin(self, reservation_id: str, counters: tuple[Counter, ...]) -> Reservation:
+        """A reservation that holds nothing, pinned to the counters' current buckets
+        (no I/O): settling it charges after the fact, once, with no limit check -
+        for a call that already happened without a reservation."""
+        ...
+
 
 @runtime_checkable
 class AsyncStore(Protocol):
@@ -122,3 +128,7 @@ class AsyncStore(Protocol):
     async def arelease(self, reservation: Reservation) -> bool: ...
 
     async def astatus(self, counter: Counter) -> CounterStatus: ...
+
+    def pin(self, reservation_id: str, counters: tuple[Counter, ...]) -> Reservation:
+        """As ``Store.pin``: no I/O, so not a coroutine."""
+        ...

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .._errors import ConfigurationError
-from .._windows import SpanCache
+from .._windows import SpanCache, window_span
 from ._base import Counter, CounterStatus, Denial, Reservation, ReserveOutcome
 
 __all__ = ["MemoryStore"]
@@ -144,6 +144,11 @@ class MemoryStore:
                     bucket = buckets.get((counter.key, start))
                     if bucket is None:
                         buckets[counter.key, start] = _Bucket(actual, 0)
+                        end = window_span(counter.window, start, counter.tz)[1]
+                        if end is not None:
+                            heapq.heappush(
+                                self._bucket_ends, (end + self.grace_s, (counter.key, start))
+                            )
                     else:
                         bucket.spent += actual
             self._bury(reservation.id, now, expired=False)
@@ -168,6 +173,13 @@ class MemoryStore:
             start, end = self._spans.span(counter.window, now, counter.tz)
             bucket = self._buckets.get((counter.key, start)) or _Bucket()
             return CounterStatus(counter, bucket.spent, bucket.held, start, end)
+
+    def pin(self, reservation_id: str, counters: tuple[Counter, ...]) -> Reservation:
+        with self._lock:
+            now = self.clock()
+            span = self._spans.span
+            pinned = tuple((c, span(c.window, now, c.tz)[0]) for c in counters)
+        return Reservation(reservation_id, 0, pinned, now)
 
     # -- async: the same critical sections, never awaited inside ------------
     async def areserve(

@@ -316,6 +316,13 @@ class RedisStoreBase:
         yield from self._rollback(reservation_id, granted)
         return outcome
 
+    def pin(self, reservation_id: str, counters: tuple[Counter, ...]) -> Reservation:
+        """``Store.pin``: buckets named by the client's estimate of the server clock."""
+        now = self._clock.now()
+        span = self._spans.span
+        pinned = tuple((c, span(c.window, now, c.tz)[0]) for c in counters)
+        return Reservation(reservation_id, 0, pinned, now)
+
     def settle_plan(self, reservation: Reservation, actual: int) -> Plan[bool]:
         """One settle script per tag; True if any of them charged (each is idempotent)."""
         _check_amount("actual", actual)
