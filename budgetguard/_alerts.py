@@ -20,23 +20,18 @@ itself, and never an LLM call.
 
 from __future__ import annotations
 
-import atexit
-import contextlib
 import json
 import logging
-import os
-import queue
 import threading
 import time
 import urllib.error
 import urllib.request
-import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 from urllib.parse import unquote
 
 from tenacity import (
@@ -49,6 +44,7 @@ from tenacity import (
 )
 from tenacity.stop import stop_base
 
+from ._background import Worker
 from ._errors import ConfigurationError
 from ._money import UsdLike, format_usd, nanos_to_usd, usd_to_nanos
 from ._policy import Policy, Threshold
@@ -185,130 +181,6 @@ class LogSink:
         )
 
 
-T = TypeVar("T")
-
-
-class _Flush:
-    __slots__ = ("done",)
-
-    def __init__(self) -> None:
-        self.done = threading.Event()
-
-
-_STOP = object()
-_workers: weakref.WeakSet[_Worker[Any]] = weakref.WeakSet()
-
-
-class _Worker(Generic[T]):
-    """A bounded queue and one daemon thread handing batches to ``handle``.
-
-    Putting never blocks (a full queue drops and counts); ``flush`` waits
-    for what was queued before it; the thread is (re)started lazily, also in
-    a forked child; every worker is closed at interpreter exit.
-    """
-
-    def __init__(self, name: str, handle: Callable[[list[T]], None], max_queue: int) -> None:
-        if max_queue < 1:
-            raise ConfigurationError(f"max_queue: must be >= 1, got {max_queue}")
-        self.name = name
-        self.handle = handle
-        self.max_queue = max_queue
-        self.dropped = 0
-        self.closed = False
-        self._reset()
-        _workers.add(self)
-
-    def _reset(self) -> None:
-        self.abort = threading.Event()
-        self._pid = os.getpid()
-        self._lock = threading.Lock()
-        self._queue: queue.Queue[object] = queue.Queue(self.max_queue)
-        self._thread: threading.Thread | None = None
-
-    def put(self, item: T) -> bool:
-        if self._pid != os.getpid():
-            self._reset()
-        if self.closed:
-            return False
-        if self._thread is None:
-            with self._lock:
-                if self._thread is None:
-                    self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
-                    self._thread.start()
-        try:
-            self._queue.put_nowait(item)
-        except queue.Full:
-            self.dropped += 1
-            if self.dropped & (self.dropped - 1) == 0:
-                log.error(
-                    "budgetguard: %s queue full (%d); dropped %d so far",
-                    self.name,
-                    self.max_queue,
-                    self.dropped,
-                )
-            return False
-        return True
-
-    def flush(self, timeout: float | None = 30.0) -> bool:
-        if self._thread is None or self._pid != os.getpid():
-            return True
-        marker = _Flush()
-        try:
-            self._queue.put(marker, timeout=timeout)
-        except queue.Full:
-            return False
-        return marker.done.wait(timeout)
-
-    def close(self, timeout: float | None = 30.0) -> None:
-        if self.closed:
-            return
-        thread = self._thread
-        if thread is not None and self._pid == os.getpid():
-            self.flush(timeout)
-            self.closed = True
-            self.abort.set()  # what is still in flight after the timeout is given up
-            with contextlib.suppress(queue.Full):
-                self._queue.put(_STOP, timeout=1.0)
-            thread.join(timeout)
-        self.closed = True
-        _workers.discard(self)
-
-    def _run(self) -> None:
-        while True:
-            items: list[T] = []
-            markers: list[_Flush] = []
-            stop = False
-            item = self._queue.get()
-            while True:
-                if item is _STOP:
-                    stop = True
-                elif isinstance(item, _Flush):
-                    markers.append(item)
-                else:
-                    items.append(item)  # type: ignore[arg-type]
-                if markers or stop or len(items) >= 1000:
-                    break
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-            if items:
-                try:
-                    self.handle(items)
-                except Exception:
-                    log.exception("budgetguard: %s failed on %d items", self.name, len(items))
-            for marker in markers:
-                marker.done.set()
-            if stop:
-                return
-
-
-@atexit.register
-def _close_workers() -> None:
-    for worker in list(_workers):
-        worker.close(timeout=5.0)
-
-
 class Webhook:
     """POST each alert as JSON to ``url``, off the request path and off the alert thread.
 
@@ -345,7 +217,7 @@ class Webhook:
         self.headers = {"Content-Type": "application/json", **(headers or {})}
         self.sent = 0
         self.failed = 0
-        self._worker: _Worker[Alert] = _Worker("budgetguard-webhook", self._send_all, max_queue)
+        self._worker: Worker[Alert] = Worker("budgetguard-webhook", self._send_all, max_queue)
 
     def __call__(self, alert: Alert) -> None:
         self._worker.put(alert)
@@ -585,7 +457,7 @@ class Alerts:
         self._runtime: _Runtime | None = None
         self._current_policy = policy if policy is not None else Policy()
         self.fired = 0
-        self._worker: _Worker[CallRecord] = _Worker("budgetguard-alerts", self._handle, max_queue)
+        self._worker: Worker[CallRecord] = Worker("budgetguard-alerts", self._handle, max_queue)
 
     # -- request path ------------------------------------------------------------------
     def __call__(self, record: CallRecord) -> None:

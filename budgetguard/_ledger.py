@@ -15,15 +15,11 @@ Backends: ``SQLiteLedger`` (a local file, the default) and ``PostgresLedger``
 
 from __future__ import annotations
 
-import atexit
-import contextlib
 import json
 import logging
 import os
-import queue
 import sqlite3
 import threading
-import time
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -34,6 +30,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
+from ._background import Worker
 from ._errors import ConfigurationError
 from ._ledger_sql import COLUMNS, Dialect, check_identifier
 from ._money import nanos_to_usd
@@ -174,24 +171,8 @@ class ReportRow:
         return cls(None if key is None else str(key), *(int(n) for n in numbers))
 
 
-class _Flush:
-    """A marker in the queue: set once every row queued before it is written."""
-
-    __slots__ = ("done",)
-
-    def __init__(self) -> None:
-        self.done = threading.Event()
-
-
-_STOP = object()
 _open: weakref.WeakSet[Ledger] = weakref.WeakSet()
 _inherited: list[Any] = []
-
-
-@atexit.register
-def _close_all() -> None:
-    for ledger in list(_open):
-        ledger.close(timeout=5.0)
 
 
 def _reinit_after_fork() -> None:
@@ -222,10 +203,13 @@ class Ledger:
         max_queue: int = 100_000,
         environment: str | None = None,
     ) -> None:
-        if batch_size < 1:
-            raise ConfigurationError(f"batch_size: must be >= 1, got {batch_size}")
-        if max_queue < 1:
-            raise ConfigurationError(f"max_queue: must be >= 1, got {max_queue}")
+        self._worker: Worker[LedgerRow] = Worker(
+            f"budgetguard-ledger-{id(self):x}",
+            self._write_batch,
+            max_queue,
+            batch_size=batch_size,
+            on_stop=self._disconnect,
+        )
         self.batch_size = batch_size
         self.max_queue = max_queue
         self.environment = (
@@ -234,10 +218,6 @@ class Ledger:
         self._lock = threading.Lock()
         self._dropped = 0
         self._written = 0
-        self._closed = False
-        self._pid = os.getpid()
-        self._queue: queue.Queue[object] = queue.Queue(max_queue)
-        self._thread: threading.Thread | None = None
         self._ready = False
         self._conn: Any = None
         _open.add(self)
@@ -261,29 +241,19 @@ class Ledger:
 
     def put(self, row: LedgerRow) -> None:
         """Queue a row (``__call__`` without a ``CallRecord``): never blocks."""
-        if self._pid != os.getpid():
-            self._forked()
-        if self._closed:
-            self._drop("the ledger is closed")
+        if self._worker.closed:
+            with self._lock:
+                self._dropped += 1
+                dropped = self._dropped
+            if dropped & (dropped - 1) == 0:  # 1, 2, 4, 8, ...: loud, never a flood
+                log.error("budgetguard: ledger closed; dropped a row (%d so far)", dropped)
             return
-        if self._thread is None:
-            self._start()
-        try:
-            self._queue.put_nowait(row)
-        except queue.Full:
-            self._drop(f"its queue is full ({self.max_queue} rows)")
-
-    def _drop(self, why: str) -> None:
-        with self._lock:
-            self._dropped += 1
-            dropped = self._dropped
-        if dropped & (dropped - 1) == 0:  # 1, 2, 4, 8, ...: loud, never a flood
-            log.error("budgetguard: ledger dropped a row because %s (%d so far)", why, dropped)
+        self._worker.put(row)  # a full queue drops, counts and logs there
 
     @property
     def dropped(self) -> int:
-        """Rows refused because the queue was full or the ledger closed."""
-        return self._dropped
+        """Rows refused (queue full, ledger closed) or given up unwritten at close."""
+        return self._dropped + self._worker.dropped
 
     @property
     def written(self) -> int:
@@ -291,18 +261,9 @@ class Ledger:
         return self._written
 
     # -- lifecycle -------------------------------------------------------------
-    def _start(self) -> None:
-        with self._lock:
-            if self._thread is not None:
-                return
-            thread = threading.Thread(
-                target=self._run, name=f"budgetguard-ledger-{id(self):x}", daemon=True
-            )
-            self._thread = thread
-        thread.start()
-
     def _forked(self) -> None:
-        """In a forked child: the parent's thread, connection and queued rows are not ours.
+        """In a forked child: the parent's connection is not ours (the worker
+        starts a thread of its own on the child's first put).
 
         The inherited connection is kept referenced, never closed or collected here:
         closing a copy of the parent's socket would end the parent's session.
@@ -310,34 +271,15 @@ class Ledger:
         if self._conn is not None:
             _inherited.append(self._conn)
             self._conn = None
-        self._pid = os.getpid()
-        self._lock = threading.Lock()
-        self._queue = queue.Queue(self.max_queue)
-        self._thread = None
+        self._lock = threading.Lock()  # a parent thread may have held it at the fork
 
     def flush(self, timeout: float | None = 30.0) -> bool:
         """Wait until every row queued before this call is committed; False on timeout."""
-        if self._thread is None or self._closed:
-            return self._queue.empty()
-        marker = _Flush()
-        try:
-            self._queue.put(marker, timeout=timeout)
-        except queue.Full:
-            return False
-        return marker.done.wait(timeout)
+        return self._worker.flush(timeout)
 
     def close(self, timeout: float | None = 30.0) -> None:
         """Flush, then stop the writer; rows unwritten after ``timeout`` are logged as lost."""
-        if self._closed:
-            return
-        thread = self._thread
-        if thread is not None and self._pid == os.getpid():
-            self.flush(timeout)
-            self._closed = True
-            with contextlib.suppress(queue.Full):
-                self._queue.put(_STOP, timeout=1.0)
-            thread.join(timeout)
-        self._closed = True
+        self._worker.close(timeout)
         _open.discard(self)
 
     def __enter__(self) -> Ledger:
@@ -352,46 +294,27 @@ class Ledger:
         self.close()
 
     # -- the writer thread -----------------------------------------------------
-    def _run(self) -> None:
-        rows: list[LedgerRow] = []
-        markers: list[_Flush] = []
-        stop = False
+    def _write_batch(self, rows: list[LedgerRow]) -> None:
+        """Commit ``rows``, retrying with backoff while the database is down; once
+        the ledger is closing (``abort``), give up after three failures."""
+        abort = self._worker.abort
         failures = 0
-        while True:
-            if not rows and not markers:
-                if stop:
-                    break
-                stop = self._take(self._queue.get(), rows, markers) or stop
-            while len(rows) < self.batch_size and not markers:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                stop = self._take(item, rows, markers) or stop
-            if rows:
-                error = self._commit(rows)
-                if error is not None:
-                    failures += 1
-                    if (stop or self._closed) and failures >= 3:
-                        self._give_up(rows, error)
-                        break
-                    delay = min(self.retry_max_s, 0.05 * 2 ** min(failures, 10))
-                    if failures == 1 or failures % 20 == 0:
-                        log.error(
-                            "budgetguard: ledger write of %d rows failed (%r); retrying in %.2fs",
-                            len(rows),
-                            error,
-                            delay,
-                        )
-                    time.sleep(delay)
-                    continue
-                failures = 0
-                rows.clear()
-            for marker in markers:
-                marker.done.set()
-            markers.clear()
-        for marker in markers:
-            marker.done.set()
+        while (error := self._commit(rows)) is not None:
+            failures += 1
+            if abort.is_set() and failures >= 3:
+                self._give_up(rows, error)
+                return
+            delay = min(self.retry_max_s, 0.05 * 2 ** min(failures, 10))
+            if failures == 1 or failures % 20 == 0:
+                log.error(
+                    "budgetguard: ledger write of %d rows failed (%r); retrying in %.2fs",
+                    len(rows),
+                    error,
+                    delay,
+                )
+            abort.wait(delay)  # closing cuts a backoff short
+
+    def _disconnect(self) -> None:
         _discard(self._conn)
         self._conn = None
 
@@ -413,32 +336,10 @@ class Ledger:
         return None
 
     def _give_up(self, rows: list[LedgerRow], error: Exception) -> None:
-        lost = len(rows) + self._discard_queued()
+        lost = len(rows) + self._worker.discard_queued()
         log.error("budgetguard: ledger closing with %d rows unwritten (%r)", lost, error)
         with self._lock:
             self._dropped += lost
-        rows.clear()
-
-    def _discard_queued(self) -> int:
-        lost = 0
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                return lost
-            if isinstance(item, _Flush):
-                item.done.set()
-            lost += isinstance(item, LedgerRow)
-
-    @staticmethod
-    def _take(item: object, rows: list[LedgerRow], markers: list[_Flush]) -> bool:
-        if isinstance(item, LedgerRow):
-            rows.append(item)
-        elif isinstance(item, _Flush):
-            markers.append(item)
-        elif item is _STOP:
-            return True
-        return False
 
     def _write(self, conn: Any, rows: list[LedgerRow]) -> None:
         cur = conn.cursor()
