@@ -212,7 +212,7 @@ class Guard:
             return -1  # instrumented calls inside paid for themselves
         return admission.estimate
 
-    def _admit_after(self, result: object) -> _engine.Admission | None:
+    def _admit_after(self, result: object, run: Run) -> _engine.Admission | None:
         """No estimate reserved this call and no instrumented client inside paid for
         it, yet it returned a provider response: the money is spent, so charge it
         now, to every budget in force (after the fact, so without a limit check)."""
@@ -226,7 +226,9 @@ class Guard:
             return None  # something else with a "usage" field: not ours to break
         if found is None:
             return None
-        return _engine.admit_after(found[0] or self._model)
+        model, usage = found
+        run._pending = (result, usage, model)  # settled from this, not parsed again
+        return _engine.admit_after(model or self._model)
 
     # -- context manager -------------------------------------------------------
     def __enter__(self) -> Run:
@@ -324,7 +326,7 @@ class Guard:
                             await admission.arelease()
                         raise
                     if admission is None and not run.calls:
-                        admission = self._admit_after(result)
+                        admission = self._admit_after(result, run)
                 finally:
                     calls = run.calls
                     _frames.pop(token)
@@ -347,7 +349,7 @@ class Guard:
                         admission.release()
                     raise
                 if admission is None and not run.calls:
-                    admission = self._admit_after(result)
+                    admission = self._admit_after(result, run)
             finally:
                 calls = run.calls
                 _frames.pop(token)
