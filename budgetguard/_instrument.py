@@ -340,8 +340,8 @@ class _SettlingResponse(_Proxy):
             await self._meter.afinish()
 
 
-class GuardedStream(_Proxy):
-    """An SDK ``Stream`` whose events feed the meter; settles on end, close or collection."""
+class _MeteredStream(_Proxy):
+    """What the sync and async guarded streams share: the SDK stream, its meter."""
 
     def __init__(self, inner: Any, meter: _Meter) -> None:
         self._inner = inner
@@ -351,6 +351,15 @@ class GuardedStream(_Proxy):
     @property
     def response(self) -> _SettlingResponse:
         return _SettlingResponse(self._inner.response, self._meter)
+
+    def __del__(self) -> None:
+        meter = self.__dict__.get("_meter")
+        if meter is not None:
+            _finish_abandoned(meter, is_async=isinstance(self, AsyncGuardedStream))
+
+
+class GuardedStream(_MeteredStream):
+    """An SDK ``Stream`` whose events feed the meter; settles on end, close or collection."""
 
     def __iter__(self) -> GuardedStream:
         return self
@@ -385,23 +394,9 @@ class GuardedStream(_Proxy):
     ) -> None:
         self.close()
 
-    def __del__(self) -> None:
-        meter = self.__dict__.get("_meter")
-        if meter is not None:
-            _finish_abandoned(meter, is_async=False)
 
-
-class AsyncGuardedStream(_Proxy):
+class AsyncGuardedStream(_MeteredStream):
     """An SDK ``AsyncStream`` whose events feed the meter."""
-
-    def __init__(self, inner: Any, meter: _Meter) -> None:
-        self._inner = inner
-        self._meter = meter
-        self._iterator: Any = None
-
-    @property
-    def response(self) -> _SettlingResponse:
-        return _SettlingResponse(self._inner.response, self._meter)
 
     def __aiter__(self) -> AsyncGuardedStream:
         return self
@@ -435,11 +430,6 @@ class AsyncGuardedStream(_Proxy):
         tb: TracebackType | None,
     ) -> None:
         await self.close()
-
-    def __del__(self) -> None:
-        meter = self.__dict__.get("_meter")
-        if meter is not None:
-            _finish_abandoned(meter, is_async=True)
 
 
 # -- guarded methods ------------------------------------------------------------------
