@@ -75,6 +75,17 @@ def genai_nanos(model: str, usage: Usage, provider: str | None = None) -> int:
     return math.ceil(calc.total_price * 10**9)
 
 
+def draw_usage(data: st.DataObject, inputs: Any, outputs: Any) -> Usage:
+    """A valid usage: the cache and reasoning parts drawn within their totals."""
+    input_tokens = data.draw(inputs, label="input")
+    cache_read = data.draw(st.integers(0, input_tokens), label="cache_read")
+    cache_write = data.draw(st.integers(0, input_tokens - cache_read), label="cache_write")
+    one_hour = data.draw(st.integers(0, cache_write), label="cache_write_1h")
+    output_tokens = data.draw(outputs, label="output")
+    reasoning = data.draw(st.integers(0, output_tokens), label="reasoning")
+    return Usage(input_tokens, output_tokens, cache_read, cache_write, reasoning, one_hour)
+
+
 @pytest.fixture(scope="module")
 def book() -> PriceBook:
     return PriceBook()
@@ -105,13 +116,7 @@ def test_the_table_exercises_tiers_caches_and_reasoning(book: PriceBook) -> None
 def test_cost_matches_genai_prices_for_random_usage(
     book: PriceBook, model: str, data: st.DataObject
 ) -> None:
-    input_tokens = data.draw(st.integers(0, 2_000_000), label="input")
-    cache_read = data.draw(st.integers(0, input_tokens), label="cache_read")
-    cache_write = data.draw(st.integers(0, input_tokens - cache_read), label="cache_write")
-    one_hour = data.draw(st.integers(0, cache_write), label="cache_write_1h")
-    output_tokens = data.draw(st.integers(0, 200_000), label="output")
-    reasoning = data.draw(st.integers(0, output_tokens), label="reasoning")
-    usage = Usage(input_tokens, output_tokens, cache_read, cache_write, reasoning, one_hour)
+    usage = draw_usage(data, st.integers(0, 2_000_000), st.integers(0, 200_000))
     assert book.rates(model).cost(usage) == genai_nanos(model, usage)
 
 
@@ -124,14 +129,8 @@ def test_worst_case_bounds_every_usage_with_those_counts(
     book: PriceBook, model: str, data: st.DataObject
 ) -> None:
     rates = book.rates(model)
-    input_tokens = data.draw(st.integers(0, 1_000_000), label="input")
-    output_tokens = data.draw(st.integers(0, 100_000), label="output")
-    cache_read = data.draw(st.integers(0, input_tokens), label="cache_read")
-    cache_write = data.draw(st.integers(0, input_tokens - cache_read), label="cache_write")
-    one_hour = data.draw(st.integers(0, cache_write), label="cache_write_1h")
-    reasoning = data.draw(st.integers(0, output_tokens), label="reasoning")
-    usage = Usage(input_tokens, output_tokens, cache_read, cache_write, reasoning, one_hour)
-    worst = rates.worst_case(input_tokens, output_tokens)
+    usage = draw_usage(data, st.integers(0, 1_000_000), st.integers(0, 100_000))
+    worst = rates.worst_case(usage.input_tokens, usage.output_tokens)
     assert worst >= rates.cost(usage)
     assert worst >= genai_nanos(model, usage)
 
@@ -385,15 +384,14 @@ def test_precomputed_bands_price_like_a_tier_walk(
     model = ModelRates("m", "custom", *rates, request_rate=request_rate)
     starts = {start for rate in rates if isinstance(rate, TieredRate) for start, _ in rate.tiers}
     edges = sorted({max(0, start + step) for start in starts for step in (-1, 0, 1, 2)})
-    input_tokens = data.draw(
-        st.integers(0, 12) | (st.sampled_from(edges) if edges else st.nothing()), label="input"
+    usage = draw_usage(
+        data,
+        st.integers(0, 12) | (st.sampled_from(edges) if edges else st.nothing()),
+        st.integers(0, 40),
     )
-    cache_read = data.draw(st.integers(0, input_tokens), label="cache_read")
-    cache_write = data.draw(st.integers(0, input_tokens - cache_read), label="cache_write")
-    one_hour = data.draw(st.integers(0, cache_write), label="cache_write_1h")
-    output_tokens = data.draw(st.integers(0, 40), label="output")
-    reasoning = data.draw(st.integers(0, output_tokens), label="reasoning")
-    usage = Usage(input_tokens, output_tokens, cache_read, cache_write, reasoning, one_hour)
+    input_tokens, output_tokens = usage.input_tokens, usage.output_tokens
+    cache_read, cache_write = usage.cache_read_tokens, usage.cache_write_tokens
+    one_hour, reasoning = usage.cache_write_1h_tokens, usage.reasoning_tokens
 
     flat_in, flat_out, read, write, think, write_1h = (_walk(rate, input_tokens) for rate in rates)
     assert flat_in is not None and flat_out is not None
