@@ -48,9 +48,9 @@ from _report import header, machine, table
 from bench_redis import RAW_RESERVE, RAW_SETTLE
 
 import budgetguard as bg
-from budgetguard._windows import window_span
+from budgetguard._core.windows import window_span
 from budgetguard.stores import MemoryStore, RedisStore
-from budgetguard.stores._redis_common import script_source
+from budgetguard.stores.redis.plans import script_source
 
 BIG = 10**6  # USD: never denied, even after millions of calls
 SWEEP_PER_OP = 64  # expired leases a store operation frees (MemoryStore and the Lua scripts)

@@ -54,12 +54,14 @@ import genai_prices  # noqa: E402
 import tiktoken  # noqa: E402
 from _report import header, machine, table  # noqa: E402
 
-from budgetguard._config import Settings  # noqa: E402
-from budgetguard._engine import Admission, LLMRequest, _worst_case  # noqa: E402
-from budgetguard._frames import Attribution  # noqa: E402
-from budgetguard._pricing import PriceBook  # noqa: E402
-from budgetguard._tokens import count_message_tokens, estimate_tokens  # noqa: E402
-from budgetguard._usage import Usage  # noqa: E402
+from budgetguard._core.attribution import Attribution  # noqa: E402
+from budgetguard._core.records import LLMRequest  # noqa: E402
+from budgetguard._core.usage import Usage  # noqa: E402
+from budgetguard._engine.admission import Admission  # noqa: E402
+from budgetguard._engine.config import Settings  # noqa: E402
+from budgetguard._engine.flow import worst_case as _worst_case  # noqa: E402
+from budgetguard.pricing.book import PriceBook  # noqa: E402
+from budgetguard.pricing.tokens import count_message_tokens, estimate_tokens  # noqa: E402
 
 try:
     import tokencost

@@ -20,7 +20,24 @@ from __future__ import annotations
 
 from importlib import metadata as _metadata
 
-from ._alerts import (
+from ._core.errors import (
+    BudgetError,
+    BudgetExceeded,
+    ConfigurationError,
+    StoreUnavailable,
+    UnknownModel,
+    UsageError,
+)
+from ._core.money import Money
+from ._core.policy import Limit, Policy, Threshold
+from ._core.records import CallRecord, LLMRequest
+from ._core.usage import Usage
+from ._engine.admission import Admission
+from ._engine.config import Settings, configure, current, reset
+from ._engine.flow import aadmit, aadmit_cost, admit, admit_cost
+from ._engine.guard import Guard, Run, budget, spend_limit
+from ._engine.status import BudgetStatus, astatus, status
+from .observe.alerts import (
     Alert,
     Alerts,
     LogSink,
@@ -30,24 +47,9 @@ from ._alerts import (
     Spike,
     Webhook,
 )
-from ._config import Settings, configure, current, reset
-from ._engine import Admission, CallRecord, LLMRequest, aadmit, aadmit_cost, admit, admit_cost
-from ._errors import (
-    BudgetError,
-    BudgetExceeded,
-    ConfigurationError,
-    StoreUnavailable,
-    UnknownModel,
-    UsageError,
-)
-from ._guard import Guard, Run, budget, spend_limit
-from ._instrument import instrument
-from ._ledger import Ledger, PostgresLedger, SQLiteLedger, open_ledger
-from ._money import Money
-from ._policy import Limit, Policy, Threshold
-from ._pricing import Price
-from ._status import BudgetStatus, astatus, status
-from ._usage import Usage
+from .observe.ledger import Ledger, PostgresLedger, SQLiteLedger, open_ledger
+from .pricing.prices import Price
+from .providers.instrument import instrument
 from .stores import MemoryStore
 
 try:

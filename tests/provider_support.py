@@ -9,7 +9,7 @@ from typing import Any
 import genai_prices
 
 import budgetguard as bg
-from budgetguard._money import nanos_to_usd, usd_to_nanos
+from budgetguard._core.money import nanos_to_usd, usd_to_nanos
 
 
 def configure_user_limit(

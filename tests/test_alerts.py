@@ -1,4 +1,4 @@
-"""Alerts (budgetguard/_alerts.py): thresholds deduplicated across processes on a real
+"""Alerts (budgetguard/observe/alerts/): thresholds deduplicated across processes on a real
 Redis, request-cost and spike rules, and webhooks that can never slow an LLM call."""
 
 from __future__ import annotations
@@ -18,8 +18,12 @@ from typing import Any
 
 import pytest
 
-from budgetguard import _config
-from budgetguard._alerts import (
+from budgetguard._core.errors import BudgetExceeded, ConfigurationError
+from budgetguard._core.policy import Limit, Policy, Threshold
+from budgetguard._engine import config as _config
+from budgetguard._engine.flow import admit_cost
+from budgetguard._engine.guard import spend_limit
+from budgetguard.observe.alerts import (
     Alert,
     Alerts,
     LogSink,
@@ -29,10 +33,6 @@ from budgetguard._alerts import (
     Spike,
     Webhook,
 )
-from budgetguard._engine import admit_cost
-from budgetguard._errors import BudgetExceeded, ConfigurationError
-from budgetguard._guard import spend_limit
-from budgetguard._policy import Limit, Policy, Threshold
 from budgetguard.stores import MemoryStore, RedisStore
 
 CENT = 10_000_000  # nano-USD

@@ -20,15 +20,15 @@ from pathlib import Path
 
 import pytest
 
-from budgetguard import _config
-from budgetguard._engine import admit_cost
-from budgetguard._errors import BudgetExceeded
-from budgetguard._guard import spend_limit
-from budgetguard._ledger import SQLiteLedger
-from budgetguard._money import nanos_to_usd
-from budgetguard._status import status
-from budgetguard._usage import Usage
+from budgetguard._core.errors import BudgetExceeded
+from budgetguard._core.money import nanos_to_usd
+from budgetguard._core.usage import Usage
+from budgetguard._engine import config as _config
+from budgetguard._engine.flow import admit_cost
+from budgetguard._engine.guard import spend_limit
+from budgetguard._engine.status import status
 from budgetguard.cli import counter_pattern, load_context, main, parse_counter_key
+from budgetguard.observe.ledger import SQLiteLedger
 from budgetguard.stores import RedisStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -372,9 +372,9 @@ def test_app_callable_configures_everything(
     (tmp_path / "bg_cli_app.py").write_text(
         textwrap.dedent(
             f"""
-            from budgetguard import _config
-            from budgetguard._ledger import SQLiteLedger
-            from budgetguard._policy import Limit, Policy
+            from budgetguard._engine import config as _config
+            from budgetguard.observe.ledger import SQLiteLedger
+            from budgetguard._core.policy import Limit, Policy
             from budgetguard.stores import MemoryStore
 
             STORE = MemoryStore()

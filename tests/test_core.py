@@ -5,8 +5,9 @@ from __future__ import annotations
 import random
 
 import budgetguard as bg
-from budgetguard import _core
-from budgetguard._frames import Attribution, Frame, RunTally
+from budgetguard._core import decide as core_decide
+from budgetguard._core import plan as core_plan
+from budgetguard._core.attribution import Attribution, Frame, RunTally
 from budgetguard.stores import Counter, Denial, Reservation
 
 
@@ -39,7 +40,7 @@ POLICY = bg.Policy(
 
 def test_a_call_touches_one_counter_per_applicable_limit() -> None:
     who = Attribution(tenant="acme", user="u-42", feature="summarize")
-    counters = _core.plan_counters(POLICY, (), who, "gpt-4o")
+    counters = core_plan.plan_counters(POLICY, (), who, "gpt-4o")
     assert {(c.scope, c.subject, c.window) for c in counters} == {
         ("tenant", "acme", "month"),
         ("user", "u-42", "day"),
@@ -55,13 +56,13 @@ def test_a_call_touches_one_counter_per_applicable_limit() -> None:
 
 
 def test_limits_without_attribution_or_for_other_keys_do_not_apply() -> None:
-    counters = _core.plan_counters(POLICY, (), Attribution(feature="translate"), "gpt-4o-mini")
+    counters = core_plan.plan_counters(POLICY, (), Attribution(feature="translate"), "gpt-4o-mini")
     assert [c.scope for c in counters] == ["global"]
 
 
 def test_user_ids_cannot_forge_keys_or_hash_tags() -> None:
     who = Attribution(tenant="a}{b", user="x:y/z")
-    counters = _core.plan_counters(POLICY, (), who, None)
+    counters = core_plan.plan_counters(POLICY, (), who, None)
     for counter in counters:
         assert "{" not in counter.key and "}" not in counter.tag
     assert {c.subject for c in counters} >= {"a}{b", "x:y/z"}
@@ -70,7 +71,7 @@ def test_user_ids_cannot_forge_keys_or_hash_tags() -> None:
 def test_the_same_counter_twice_keeps_the_tighter_limit_once() -> None:
     inner = frame(limits=(bg.Limit(scope="user", usd=2, window="day"),))
     who = Attribution(user="u1")
-    counters = _core.plan_counters(POLICY, (inner,), who, None)
+    counters = core_plan.plan_counters(POLICY, (inner,), who, None)
     users = [c for c in counters if c.scope == "user"]
     assert len(users) == 1 and users[0].limit == 2_000_000_000
 
@@ -78,15 +79,15 @@ def test_the_same_counter_twice_keeps_the_tighter_limit_once() -> None:
 def test_every_frame_gets_its_own_run_counter() -> None:
     outer = frame(id="outer", limits=(bg.Limit(scope="run", usd=1),))
     inner = frame(id="inner", limits=(bg.Limit(scope="run", usd="0.5"),))
-    counters = _core.plan_counters(bg.Policy(), (outer, inner), Attribution(), None)
+    counters = core_plan.plan_counters(bg.Policy(), (outer, inner), Attribution(), None)
     assert {(c.subject, c.limit) for c in counters} == {("outer", 10**9), ("inner", 5 * 10**8)}
 
 
 def test_request_caps_take_the_tightest() -> None:
     inner = frame(limits=(bg.Limit(scope="request", usd="0.05"),))
-    assert _core.plan_caps(POLICY, ()) == 100_000_000
-    assert _core.plan_caps(POLICY, (inner,)) == 50_000_000
-    assert _core.plan_caps(bg.Policy(), ()) is None
+    assert core_plan.plan_caps(POLICY, ()) == 100_000_000
+    assert core_plan.plan_caps(POLICY, (inner,)) == 50_000_000
+    assert core_plan.plan_caps(bg.Policy(), ()) is None
 
 
 COUNTER = Counter(key="user=u:day", limit=1000, window="day", scope="user", subject="u")
@@ -97,7 +98,7 @@ def denial(held: int = 0, requested: int = 500, resets_in: float | None = 3600) 
     return Denial(COUNTER, spent=800, held=held, requested=requested, resets_at=resets, now=1000.0)
 
 
-def decide(outcome: object, **kw: object) -> _core.Step:
+def decide(outcome: object, **kw: object) -> core_decide.Step:
     args: dict[str, object] = dict(
         on_exceed="raise",
         model="gpt-4o",
@@ -108,18 +109,18 @@ def decide(outcome: object, **kw: object) -> _core.Step:
         rng=random.Random(1),
     )
     args.update(kw)
-    return _core.decide(outcome, **args)  # type: ignore[arg-type]
+    return core_decide.decide(outcome, **args)  # type: ignore[arg-type]
 
 
 def test_granted_reservations_are_admitted() -> None:
     granted = Reservation("r", 5, (), 0.0)
-    assert decide(granted) == _core.Admit(granted)
-    assert decide(None) == _core.Admit(None)
+    assert decide(granted) == core_decide.Admit(granted)
+    assert decide(None) == core_decide.Admit(None)
 
 
 def test_raise_names_scope_key_limit_spent_and_requested() -> None:
     step = decide(denial())
-    assert isinstance(step, _core.Refuse)
+    assert isinstance(step, core_decide.Refuse)
     error = step.error
     assert (error.scope, error.key, error.window) == ("user", "u", "day")
     assert error.limit == bg.Money(1000).usd_amount
@@ -131,31 +132,35 @@ def test_raise_names_scope_key_limit_spent_and_requested() -> None:
 
 def test_a_request_bigger_than_the_limit_has_no_retry_after() -> None:
     step = decide(denial(requested=5000))
-    assert isinstance(step, _core.Refuse) and step.error.retry_after is None
+    assert isinstance(step, core_decide.Refuse) and step.error.retry_after is None
 
 
 def test_downgrade_tries_the_next_model_then_gives_up() -> None:
-    assert decide(denial(), on_exceed="downgrade", next_model="gpt-4o-mini") == _core.TryModel(
-        "gpt-4o-mini"
-    )
-    assert isinstance(decide(denial(), on_exceed="downgrade"), _core.Refuse)
-    cap = _core.CapDenial(cap=100, requested=200)
-    assert decide(cap, on_exceed="downgrade", next_model="m") == _core.TryModel("m")
+    assert decide(
+        denial(), on_exceed="downgrade", next_model="gpt-4o-mini"
+    ) == core_decide.TryModel("gpt-4o-mini")
+    assert isinstance(decide(denial(), on_exceed="downgrade"), core_decide.Refuse)
+    cap = core_decide.CapDenial(cap=100, requested=200)
+    assert decide(cap, on_exceed="downgrade", next_model="m") == core_decide.TryModel("m")
     refused = decide(cap)
-    assert isinstance(refused, _core.Refuse) and refused.error.scope == "request"
+    assert isinstance(refused, core_decide.Refuse) and refused.error.scope == "request"
 
 
 def test_block_waits_for_holds_with_jittered_backoff_and_gives_up_after_the_timeout() -> None:
     first = decide(denial(held=300), on_exceed="block", attempt=0)
     later = decide(denial(held=300), on_exceed="block", attempt=10)
-    assert isinstance(first, _core.Wait) and 0.025 <= first.seconds <= 0.05
-    assert isinstance(later, _core.Wait) and 0.5 <= later.seconds <= 1.0
-    assert isinstance(decide(denial(held=300), on_exceed="block", waited_s=30.0), _core.Refuse)
+    assert isinstance(first, core_decide.Wait) and 0.025 <= first.seconds <= 0.05
+    assert isinstance(later, core_decide.Wait) and 0.5 <= later.seconds <= 1.0
+    assert isinstance(
+        decide(denial(held=300), on_exceed="block", waited_s=30.0), core_decide.Refuse
+    )
 
 
 def test_block_waits_for_the_window_only_when_it_resets_in_time() -> None:
     soon = decide(denial(resets_in=2), on_exceed="block")
-    assert isinstance(soon, _core.Wait) and 2 <= soon.seconds <= 2.1
-    assert isinstance(decide(denial(resets_in=3600), on_exceed="block"), _core.Refuse)
-    assert isinstance(decide(denial(resets_in=None), on_exceed="block"), _core.Refuse)
-    assert isinstance(decide(denial(requested=5000, held=10), on_exceed="block"), _core.Refuse)
+    assert isinstance(soon, core_decide.Wait) and 2 <= soon.seconds <= 2.1
+    assert isinstance(decide(denial(resets_in=3600), on_exceed="block"), core_decide.Refuse)
+    assert isinstance(decide(denial(resets_in=None), on_exceed="block"), core_decide.Refuse)
+    assert isinstance(
+        decide(denial(requested=5000, held=10), on_exceed="block"), core_decide.Refuse
+    )

@@ -6,15 +6,13 @@ from typing import Any
 
 import pytest
 
-from budgetguard._errors import UsageError
-from budgetguard._extract import (
-    AnthropicStreamTracker,
-    OpenAIChatStreamTracker,
-    OpenAIResponsesStreamTracker,
-    estimate_output_tokens,
-    usage_from_response,
-)
-from budgetguard._usage import Usage
+from budgetguard._core.errors import UsageError
+from budgetguard._core.usage import Usage
+from budgetguard.providers.anthropic import AnthropicStreamTracker
+from budgetguard.providers.openai_chat import OpenAIChatStreamTracker
+from budgetguard.providers.openai_responses import OpenAIResponsesStreamTracker
+from budgetguard.providers.registry import usage_from_response
+from budgetguard.providers.tracking import estimate_output_tokens
 
 
 def chat_completion(**usage: Any) -> dict[str, Any]:

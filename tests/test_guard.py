@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 
 import budgetguard as bg
-from budgetguard._engine import LLMRequest, admit, admit_cost
-from budgetguard._guard import _Binder
+from budgetguard._core.records import LLMRequest
+from budgetguard._engine.binder import Binder as _Binder
+from budgetguard._engine.flow import admit, admit_cost
 from budgetguard.testing import FakeChatModel
 
 MESSAGES = [{"role": "user", "content": "Summarise the quarterly report in three bullet points."}]

@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 
 import budgetguard as bg
-from budgetguard._engine import aadmit_cost, admit_cost
+from budgetguard._engine.flow import aadmit_cost, admit_cost
 from budgetguard.stores import MemoryStore
 
 LIMIT = Decimal(1)
@@ -103,7 +103,7 @@ def test_settle_twice_and_release_after_settle_change_nothing() -> None:
     assert admission.settle_nanos(bg.Money.usd("0.1").nanos) == Decimal("0.1")
     assert admission.settle_nanos(bg.Money.usd("0.3").nanos) == Decimal("0.1")
     admission.release()
-    store = bg.current().sync_store()
+    store = bg.current().require_store()
     assert store.settle(admission.reservation, 999) is False  # type: ignore[arg-type]
     assert bg.status("global").spent == Decimal("0.1")
     assert bg.status("global").held == 0
@@ -130,7 +130,7 @@ def test_bad_amounts_are_refused_and_nothing_recorded_is_lost() -> None:
         admit_cost(-5)
     admission = admit_cost(10)
     with pytest.raises(bg.ConfigurationError, match="actual"):
-        bg.current().sync_store().settle(admission.reservation, -1)  # type: ignore[arg-type]
+        bg.current().require_store().settle(admission.reservation, -1)  # type: ignore[arg-type]
     with pytest.raises(bg.UsageError, match="output_tokens"):
         bg.Usage(input_tokens=1, output_tokens=-3)
     assert bg.status("global").spent == Decimal("0.25")

@@ -1,4 +1,4 @@
-"""The usage ledger (budgetguard/_ledger.py) on SQLite and on a real PostgreSQL.
+"""The usage ledger (budgetguard/observe/ledger/) on SQLite and on a real PostgreSQL.
 
 Every test that writes runs against both backends through the ``ledger``
 fixture. PostgreSQL tests use a table unique to the test and drop it after.
@@ -21,11 +21,15 @@ from typing import Any
 
 import pytest
 
-from budgetguard import _config
-from budgetguard._engine import admit_cost
-from budgetguard._errors import BudgetExceeded, ConfigurationError
-from budgetguard._guard import spend_limit
-from budgetguard._ledger import (
+from budgetguard._core.errors import BudgetExceeded, ConfigurationError
+from budgetguard._core.money import usd_to_nanos
+from budgetguard._core.policy import Limit, Policy
+from budgetguard._core.usage import Usage
+from budgetguard._engine import config as _config
+from budgetguard._engine.flow import admit_cost
+from budgetguard._engine.guard import spend_limit
+from budgetguard._engine.status import status
+from budgetguard.observe.ledger import (
     Ledger,
     LedgerRow,
     PostgresLedger,
@@ -33,10 +37,6 @@ from budgetguard._ledger import (
     open_ledger,
     parse_since,
 )
-from budgetguard._money import usd_to_nanos
-from budgetguard._policy import Limit, Policy
-from budgetguard._status import status
-from budgetguard._usage import Usage
 from budgetguard.stores import MemoryStore, RedisStore
 
 PG_DSN = os.environ.get("BUDGETGUARD_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
@@ -315,7 +315,7 @@ def test_rows_are_flushed_at_interpreter_exit(tmp_path: Path) -> None:
     db = tmp_path / "exit.db"
     code = (
         "import sys, dataclasses\n"
-        "from budgetguard._ledger import SQLiteLedger, LedgerRow\n"
+        "from budgetguard.observe.ledger import SQLiteLedger, LedgerRow\n"
         f"template = {row()!r}\n"
         "ledger = SQLiteLedger(sys.argv[1], batch_size=10)\n"
         "for n in range(2000): ledger.put(dataclasses.replace(template, cost_nanos=n))\n"

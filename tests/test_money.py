@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from budgetguard import Money
-from budgetguard._money import format_usd, nanos_to_usd, usd_to_nanos
+from budgetguard._core.money import format_usd, nanos_to_usd, usd_to_nanos
 
 
 def test_float_literals_are_read_through_their_repr_not_their_binary_value() -> None:

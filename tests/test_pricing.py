@@ -13,16 +13,13 @@ from genai_prices.data_snapshot import get_snapshot
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from budgetguard import _pricing
-from budgetguard._errors import ConfigurationError, UnknownModel
-from budgetguard._pricing import (
-    DEFAULT_MAX_OUTPUT_TOKENS,
-    ModelRates,
-    Price,
-    PriceBook,
-    TieredRate,
-)
-from budgetguard._usage import Usage
+from budgetguard._core.errors import ConfigurationError, UnknownModel
+from budgetguard._core.usage import Usage
+from budgetguard.pricing import book as _pricing
+from budgetguard.pricing.book import PriceBook
+from budgetguard.pricing.output_limits import DEFAULT_MAX_OUTPUT_TOKENS
+from budgetguard.pricing.prices import Price
+from budgetguard.pricing.rates import ModelRates, TieredRate
 
 MODELS = [
     "gpt-4o",

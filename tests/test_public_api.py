@@ -41,7 +41,7 @@ def test_contract_names_from_design_md_exist() -> None:
 
 
 def test_error_tree_is_drawn_in_the_errors_docstring() -> None:
-    errors = importlib.import_module("budgetguard._errors")
+    errors = importlib.import_module("budgetguard._core.errors")
     doc = errors.__doc__ or ""
     for name in errors.__all__:
         assert name in doc, name

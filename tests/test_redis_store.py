@@ -22,8 +22,8 @@ import pytest
 import redis
 from conftest import free_port, start_redis_server
 
-from budgetguard._errors import ConfigurationError, StoreUnavailable
-from budgetguard._windows import CALENDAR_WINDOWS, window_span
+from budgetguard._core.errors import ConfigurationError, StoreUnavailable
+from budgetguard._core.windows import CALENDAR_WINDOWS, window_span
 from budgetguard.stores import (
     AsyncRedisStore,
     AsyncStore,
@@ -33,8 +33,8 @@ from budgetguard.stores import (
     Reservation,
     Store,
 )
-from budgetguard.stores._redis import LocalReservation
-from budgetguard.stores._redis_common import MAX_EXACT
+from budgetguard.stores.redis import LocalReservation
+from budgetguard.stores.redis.plans import MAX_EXACT
 
 DOLLAR = 1_000_000_000
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from budgetguard._errors import ConfigurationError
-from budgetguard._windows import window_span
+from budgetguard._core.errors import ConfigurationError
+from budgetguard._core.windows import window_span
 from budgetguard.stores import (
     AsyncRedisStore,
     Counter,

@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 import tiktoken
 
-from budgetguard import _tokens
-from budgetguard._errors import ConfigurationError
-from budgetguard._pricing import PriceBook
-from budgetguard._tokens import count_message_tokens, count_text_tokens, estimate_tokens
+from budgetguard._core.errors import ConfigurationError
+from budgetguard.pricing import tokens as _tokens
+from budgetguard.pricing.book import PriceBook
+from budgetguard.pricing.tokens import count_message_tokens, count_text_tokens, estimate_tokens
 
 CORPUS = [
     "Hello, world!",
@@ -308,7 +308,7 @@ def test_offline_process_warns_once_per_encoding(tmp_path: Path) -> None:
     script = """
 import json, warnings
 warnings.simplefilter("always")
-from budgetguard._tokens import count_message_tokens, count_text_tokens
+from budgetguard.pricing.tokens import count_message_tokens, count_text_tokens
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     texts = json.loads(input())

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from budgetguard._windows import CALENDAR_WINDOWS, SpanCache, window_span
+from budgetguard._core.windows import CALENDAR_WINDOWS, SpanCache, window_span
 
 
 def ts(*args: int, tz: object = UTC) -> float:

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import typing as _typing
 
-from ._base import AsyncStore, Counter, CounterStatus, Denial, Reservation, ReserveOutcome, Store
-from ._memory import MemoryStore
+from .base import AsyncStore, Counter, CounterStatus, Denial, Reservation, ReserveOutcome, Store
+from .memory import MemoryStore
 
 if _typing.TYPE_CHECKING:
-    from ._redis import AsyncRedisStore, RedisStore
+    from .redis import AsyncRedisStore, RedisStore
 
 __all__ = [
     "AsyncRedisStore",
@@ -30,7 +30,7 @@ __all__ = [
 
 def __getattr__(name: str) -> _typing.Any:
     if name in ("AsyncRedisStore", "RedisStore"):
-        from . import _redis
+        from . import redis
 
-        return getattr(_redis, name)
+        return getattr(redis, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from .._fake_model import FakeChatModel
+from .fake_model import FakeChatModel
 from .fake_provider import FakeProvider, RecordedRequest, Reply
 
 __all__ = ["FakeChatModel", "FakeProvider", "RecordedRequest", "Reply"]

@@ -1,0 +1,72 @@
+"""What a store counts, as values: counters, reservations, denials, statuses.
+
+Pure data shared by the core (which plans counters and reads denials), the
+stores (which hold them) and the shells (which report them). Amounts are
+integer nano-USD.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .windows import Window
+
+__all__ = ["Counter", "CounterStatus", "Denial", "Reservation", "ReserveOutcome"]
+
+
+@dataclass(frozen=True, slots=True)
+class Counter:
+    """One limit as it applies to one call: e.g. tenant "acme", $100 a month.
+
+    ``key`` identifies the counter across processes (without the window
+    bucket, which the store adds). ``tag`` groups counters that must live in
+    one Redis Cluster slot. ``scope`` and ``subject`` are for humans and errors.
+    """
+
+    key: str
+    limit: int
+    window: Window
+    scope: str
+    subject: str = ""
+    tag: str = "global"
+    tz: str = "UTC"
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """A granted hold. ``buckets`` pins each counter to the window bucket
+    (its start, epoch seconds) the hold was taken in, so a late settle still
+    charges the bucket the call was admitted to."""
+
+    id: str
+    amount: int
+    buckets: tuple[tuple[Counter, int], ...]
+    expires_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Denial:
+    """The first counter that could not take ``requested`` on top of spent + held."""
+
+    counter: Counter
+    spent: int
+    held: int
+    requested: int
+    resets_at: int | None
+    now: float
+
+
+ReserveOutcome = Reservation | Denial
+
+
+@dataclass(frozen=True, slots=True)
+class CounterStatus:
+    counter: Counter
+    spent: int
+    held: int
+    window_start: int
+    resets_at: int | None
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.counter.limit - self.spent - self.held)

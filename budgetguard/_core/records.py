@@ -1,0 +1,65 @@
+"""What a call asks for (``LLMRequest``) and what happened to it (``CallRecord``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Literal
+
+from .counters import Counter
+from .money import nanos_to_usd
+from .usage import Usage
+
+__all__ = ["CallRecord", "LLMRequest", "Outcome"]
+
+
+@dataclass(frozen=True, slots=True)
+class LLMRequest:
+    """What an LLM call asks for, enough to estimate its worst-case cost."""
+
+    model: str
+    messages: Sequence[Mapping[str, Any]] | None = None
+    prompt: str | Sequence[str] | None = None
+    system: str | Sequence[Mapping[str, Any]] | None = None
+    tools: Sequence[Mapping[str, Any]] | None = None
+    max_tokens: int | None = None
+    provider: str | None = None
+
+
+Outcome = Literal["ok", "downgraded", "denied", "error"]
+
+
+@dataclass(frozen=True, slots=True)
+class CallRecord:
+    """What happened to one guarded call, handed to every listener (ledger, alerts).
+
+    ``cost_usd`` and ``estimate_usd`` are exact ``Decimal`` dollars; ``cost``
+    and ``estimate`` the same amounts in integer nano-USD, for listeners that
+    add them up. ``counters`` are the limits the call was checked against
+    (empty for a denial by the request cap).
+    """
+
+    at: float
+    outcome: Outcome
+    tenant: str | None
+    user: str | None
+    feature: str | None
+    tags: Mapping[str, str]
+    requested_model: str | None
+    model: str | None
+    usage: Usage | None
+    estimate: int
+    cost: int
+    latency_s: float
+    reservation_id: str | None
+    counters: tuple[Counter, ...]
+    error: str | None = None
+
+    @property
+    def cost_usd(self) -> Decimal:
+        return nanos_to_usd(self.cost)
+
+    @property
+    def estimate_usd(self) -> Decimal:
+        return nanos_to_usd(self.estimate)

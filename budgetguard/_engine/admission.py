@@ -1,0 +1,174 @@
+"""An admitted call: settle it with the actual usage, or release it if it failed."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from .._core.attribution import Attribution, Frame
+from .._core.counters import Counter, Reservation
+from .._core.errors import StoreUnavailable, UnknownModel
+from .._core.money import nanos_to_usd
+from .._core.records import CallRecord, Outcome
+from .._core.usage import Usage
+from ..stores.drive import Flow, Release, Settle, arun, run
+from .config import Settings
+from .owed import unapplied
+
+__all__ = ["Admission", "emit"]
+
+log = logging.getLogger("budgetguard")
+
+
+def emit(settings: Settings, record: CallRecord) -> None:
+    """Hand ``record`` to every listener; a failing listener never fails the call."""
+    for listener in settings.listeners:
+        try:
+            listener(record)
+        except Exception:
+            log.exception("budgetguard: listener %r failed; the call is unaffected", listener)
+
+
+@dataclass(slots=True)
+class Admission:
+    """An admitted call. Settle it with the actual usage, or release it if it failed.
+
+    ``model`` is what to send (a downgrade may have replaced
+    ``requested_model``); ``estimate`` the worst case held, in nano-USD.
+    Settling twice is a no-op that returns the first cost.
+    """
+
+    requested_model: str | None
+    model: str | None
+    estimate: int
+    reservation: Reservation | None
+    frames: tuple[Frame, ...]
+    attribution: Attribution
+    settings: Settings
+    provider: str | None = None
+    started: float = field(default_factory=time.monotonic)
+    counters: tuple[Counter, ...] = ()
+    cost: int | None = None
+    used_model: str | None = None
+    usage: Usage | None = None
+
+    @property
+    def downgraded(self) -> bool:
+        return self.model != self.requested_model
+
+    @property
+    def estimate_usd(self) -> Decimal:
+        return nanos_to_usd(self.estimate)
+
+    def price(self, usage: Usage, model: str | None = None) -> int:
+        """Nano-USD for ``usage``; the reported model's price, else the admitted one's.
+
+        A response may name a model we cannot price (a fine-tune, a new
+        snapshot): the admitted model was priced when estimating, so the call
+        is charged at its rates rather than at $0.
+        """
+        prices = self.settings.prices
+        if model is not None and model != self.model:
+            try:
+                return prices.rates(model, self.provider).cost(usage)
+            except UnknownModel:
+                log.warning(
+                    "budgetguard: response model %r has no price; charging %r rates",
+                    model,
+                    self.model,
+                )
+        if self.model is None:
+            raise UnknownModel(model or "<none>", ": the call named no model to price usage with")
+        return prices.rates(self.model, self.provider).cost(usage)
+
+    # -- the procedures, written once ------------------------------------------
+    def _finish(self, nanos: int, model: str | None, usage: Usage | None = None) -> bool:
+        if self.cost is not None:
+            return False
+        self.cost = nanos
+        self.used_model = model or self.model
+        self.usage = usage
+        for frame in self.frames:
+            frame.tally.add(nanos)
+        self._record("downgraded" if self.downgraded else "ok")
+        return True
+
+    def _record(self, outcome: Outcome, error: str | None = None) -> None:
+        if not self.settings.listeners:
+            return
+        who = self.attribution
+        emit(
+            self.settings,
+            CallRecord(
+                at=time.time(),
+                outcome=outcome,
+                tenant=who.tenant,
+                user=who.user,
+                feature=who.feature,
+                tags=who.tags,
+                requested_model=self.requested_model,
+                model=self.used_model or self.model,
+                usage=self.usage,
+                estimate=self.estimate,
+                cost=self.cost or 0,
+                latency_s=time.monotonic() - self.started,
+                reservation_id=self.reservation.id if self.reservation else None,
+                counters=self.counters,
+                error=error,
+            ),
+        )
+
+    def settle_flow(
+        self, nanos: int, *, model: str | None = None, usage: Usage | None = None
+    ) -> Flow[Decimal]:
+        """Charge ``nanos``: replace the hold by it (once; a second settle changes nothing)."""
+        if self._finish(nanos, model, usage) and self.reservation is not None:
+            try:
+                yield Settle(self.reservation, nanos)
+            except StoreUnavailable:
+                unapplied.keep(self.reservation, nanos)
+            else:
+                yield from unapplied.flush()
+        return nanos_to_usd(self.cost or 0)
+
+    def release_flow(self, error: str | None = None) -> Flow[None]:
+        """Drop the hold without charging: the call failed before costing anything."""
+        if self.cost is not None:
+            return
+        self.cost = 0
+        self._record("error", error)
+        if self.reservation is not None:
+            try:
+                yield Release(self.reservation)
+            except StoreUnavailable:
+                log.error(
+                    "budgetguard: store unavailable; hold %s expires with its lease",
+                    self.reservation.id,
+                )
+
+    # -- sync and async shells -------------------------------------------------
+    def settle(self, usage: Usage, *, model: str | None = None) -> Decimal:
+        return self.settle_nanos(self.price(usage, model), model=model, usage=usage)
+
+    async def asettle(self, usage: Usage, *, model: str | None = None) -> Decimal:
+        return await self.asettle_nanos(self.price(usage, model), model=model, usage=usage)
+
+    def settle_nanos(
+        self, nanos: int, *, model: str | None = None, usage: Usage | None = None
+    ) -> Decimal:
+        flow = self.settle_flow(nanos, model=model, usage=usage)
+        return run(flow, self.settings.store)
+
+    async def asettle_nanos(
+        self, nanos: int, *, model: str | None = None, usage: Usage | None = None
+    ) -> Decimal:
+        flow = self.settle_flow(nanos, model=model, usage=usage)
+        return await arun(flow, self.settings.async_store)
+
+    def release(self, error: str | None = None) -> None:
+        run(self.release_flow(error), self.settings.store)
+
+    async def arelease(self, error: str | None = None) -> None:
+        await arun(self.release_flow(error), self.settings.async_store)

@@ -1,0 +1,149 @@
+"""Process-wide configuration: the policy, the store and the price book.
+
+One immutable ``Settings`` object, swapped whole by ``configure``; a call
+reads it once, so a reconfiguration never tears a call in half. This holds
+configuration only - spend lives in the store, never in a module global.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .._core.errors import ConfigurationError
+from .._core.policy import Policy
+from .._core.records import CallRecord
+from ..pricing.book import PriceBook
+from ..pricing.prices import Price
+from ..stores.base import AsyncStore, Store
+from ..stores.memory import MemoryStore
+
+__all__ = ["Settings", "configure", "current", "reset"]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything ``configure`` set: read once per call, replaced whole, never mutated.
+
+    ``store`` serves sync code and ``async_store`` async code (one
+    ``MemoryStore`` serves both); either may be None when the configured
+    store only speaks the other.
+    """
+
+    policy: Policy = field(default_factory=Policy)
+    store: Store | None = None
+    async_store: AsyncStore | None = None
+    prices: PriceBook = field(default_factory=PriceBook)
+    store_url: str = "memory://"
+    listeners: tuple[Callable[[CallRecord], None], ...] = ()
+
+    def require_store(self) -> Store:
+        """The sync store, or a ConfigurationError saying there is none."""
+        if self.store is None:
+            raise ConfigurationError(
+                "store: the configured store is async-only; use it from async code "
+                "or configure a sync store as well"
+            )
+        return self.store
+
+    def require_async_store(self) -> AsyncStore:
+        """The async store, or a ConfigurationError saying there is none."""
+        if self.async_store is None:
+            raise ConfigurationError(
+                "store: the configured store is sync-only; give an AsyncStore "
+                "(e.g. AsyncRedisStore) for async code"
+            )
+        return self.async_store
+
+
+def _default_settings() -> Settings:
+    memory = MemoryStore()
+    return Settings(store=memory, async_store=memory)
+
+
+_settings = _default_settings()
+_lock = threading.Lock()
+
+
+def current() -> Settings:
+    return _settings
+
+
+def _stores_from(store: object) -> tuple[Store | None, AsyncStore | None, str]:
+    if isinstance(store, str):
+        url = store.strip()
+        if url in ("", "memory", "memory://"):
+            memory = MemoryStore()
+            return memory, memory, "memory://"
+        if url.startswith(("redis://", "rediss://", "unix://")):
+            from ..stores.redis import AsyncRedisStore, RedisStore
+
+            return RedisStore.from_url(url), AsyncRedisStore.from_url(url), url
+        raise ConfigurationError(
+            f"store: unsupported URL {store!r}; use 'memory://' or 'redis://host:port/db'"
+        )
+    sync = store if isinstance(store, Store) else None
+    async_ = store if isinstance(store, AsyncStore) else None
+    if sync is None and async_ is None:
+        raise ConfigurationError(
+            f"store: expected a URL or a Store / AsyncStore, got {type(store).__name__}"
+        )
+    return sync, async_, type(store).__name__
+
+
+def configure(
+    *,
+    store: object | None = None,
+    policy: Policy | Mapping[str, Any] | None = None,
+    prices: Mapping[str, Price | Mapping[str, Any]] | None = None,
+    fallback_price: Price | Mapping[str, Any] | None = None,
+    providers: Mapping[str, str] | None = None,
+    async_store: AsyncStore | None = None,
+    listeners: Iterable[Callable[[CallRecord], None]] | None = None,
+) -> Settings:
+    """Set what budgetguard enforces, process-wide. Unnamed settings keep their value.
+
+    ``store``: ``"memory://"`` (default, in-process), ``"redis://host:6379/0"``
+    (shared by every process), or a store object. ``prices``: per-model
+    overrides and custom models, USD per million tokens.
+    ``fallback_price``: what an unknown model costs instead of raising
+    ``UnknownModel``. ``providers``: model name -> provider id, where the
+    name alone is ambiguous.
+    """
+    global _settings
+    with _lock:
+        old = _settings
+        new_policy = old.policy
+        if policy is not None:
+            new_policy = policy if isinstance(policy, Policy) else Policy.model_validate(policy)
+        sync, async_, url = old.store, old.async_store, old.store_url
+        if store is not None:
+            sync, async_, url = _stores_from(store)
+        if async_store is not None:
+            async_ = async_store
+        book = old.prices
+        if prices is not None or fallback_price is not None or providers is not None:
+            book = PriceBook(
+                prices if prices is not None else book.overrides,
+                fallback=fallback_price if fallback_price is not None else book.fallback,
+                providers=providers if providers is not None else book.providers,
+            )
+        _settings = Settings(
+            policy=new_policy,
+            store=sync,
+            async_store=async_,
+            prices=book,
+            store_url=url,
+            listeners=old.listeners if listeners is None else tuple(listeners),
+        )
+        return _settings
+
+
+def reset() -> Settings:
+    """Back to the defaults: no limits, a fresh in-process store, genai-prices only."""
+    global _settings
+    with _lock:
+        _settings = _default_settings()
+        return _settings

@@ -1,0 +1,80 @@
+"""How a command prints: aligned tables for people, JSON and CSV for scripts."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, TextIO
+
+__all__ = ["Row", "emit", "percent"]
+
+Row = dict[str, Any]
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M UTC")
+    return str(value)
+
+
+def _table(rows: Sequence[Row], columns: Sequence[tuple[str, str]], out: TextIO) -> None:
+    """Aligned columns; numbers and money right-aligned."""
+    header = [title for _, title in columns]
+    cells = [[_cell(row.get(key)) for key, _ in columns] for row in rows]
+    widths = [max([len(h)] + [len(c[i]) for c in cells]) for i, h in enumerate(header)]
+    right = [
+        any(isinstance(row.get(key), int | Decimal) for row in rows)
+        or any(_cell(row.get(key)).startswith("$") for row in rows)
+        or any(_cell(row.get(key)).endswith("%") for row in rows)
+        for key, _ in columns
+    ]
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(
+            v.rjust(w) if r else v.ljust(w) for v, w, r in zip(values, widths, right, strict=True)
+        ).rstrip()
+
+    out.write(line(header) + "\n")
+    out.write("  ".join("-" * w for w in widths) + "\n")
+    for values in cells:
+        out.write(line(values) + "\n")
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return f"{value:f}"  # never 2E+1
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+def emit(
+    rows: Sequence[Row],
+    columns: Sequence[tuple[str, str]],
+    fmt: str,
+    out: TextIO,
+    *,
+    machine: Sequence[str],
+) -> None:
+    """``machine``: the keys of the JSON / CSV output (exact amounts, no ``$``)."""
+    if fmt == "json":
+        out.write(json.dumps([{k: _json_value(r.get(k)) for k in machine} for r in rows], indent=2))
+        out.write("\n")
+    elif fmt == "csv":
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(machine)
+        for r in rows:
+            writer.writerow(["" if r.get(k) is None else _json_value(r.get(k)) for k in machine])
+    else:
+        _table(rows, columns, out)
+
+
+def percent(part: int, whole: int) -> str:
+    if whole <= 0:
+        return "-"
+    return f"{Decimal(part * 100) / Decimal(whole):.1f}%"

@@ -1,0 +1,351 @@
+"""Alerts: tell people in time - before the budget is gone, not on the invoice.
+
+``Alerts`` is a listener (``bg.configure(listeners=[alerts])``). On the request
+path it only puts the ``CallRecord`` on a bounded queue; a background thread
+evaluates the rules and hands each ``Alert`` to the sinks:
+
+- ``Threshold`` (``Policy.alerts``, or given here): a counter's spend crossed
+  ``fraction`` of its limit. Each fires once per counter, window and fraction,
+  across every process: the claim is one atomic ``SET NX`` in Redis (or an
+  in-process set with ``MemoryStore``).
+- ``RequestCost(usd)``: one call cost more than ``usd``.
+- ``Spike(factor)``: the last hour's spend is ``factor`` times the trailing
+  7-day hourly average (history kept in Redis, so it covers the whole fleet).
+
+Sinks: ``LogSink`` (default), any callable taking an ``Alert``, and
+``Webhook`` (Slack-compatible JSON), which has its own queue and thread, a
+timeout and bounded retries: a slow or dead endpoint delays nothing but
+itself, and never an LLM call.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from types import TracebackType
+from typing import Any
+from urllib.parse import unquote
+
+from ..._core.counters import Counter, CounterStatus
+from ..._core.errors import ConfigurationError
+from ..._core.money import format_usd, nanos_to_usd, usd_to_nanos
+from ..._core.policy import Policy, Threshold
+from ..._core.records import CallRecord
+from ...stores.base import Store
+from ..background import Worker
+from .model import Alert, AlertRule, RequestCost, Spike
+from .sinks import AlertSink, LogSink, Webhook
+from .state import (
+    HISTORY_SLOTS,
+    HOUR_SLOTS,
+    SLOT_S,
+    AlertState,
+    MemoryAlertState,
+    RedisAlertState,
+    state_from,
+)
+
+__all__ = ["Alerts"]
+
+log = logging.getLogger("budgetguard.alerts")
+
+
+@dataclass
+class _Runtime:
+    """What the alert thread resolved once per store: the store and its shared state."""
+
+    store: Store | None
+    state: AlertState
+    store_id: int = 0
+    last_spike_check: float = field(default=float("-inf"))
+
+
+class Alerts:
+    """A listener that turns ``CallRecord``s into ``Alert``s for the ``sinks``.
+
+    ``rules``: ``RequestCost``, ``Spike`` and extra ``Threshold``s (the
+    policy's ``alerts`` thresholds are always used). A ``Threshold`` with no
+    scope applies to every counter but run counters (``scope="run"`` for
+    those). ``store``: whose counters to read (default: the configured
+    store, at the time of the call). ``state``: where markers and spend
+    history live: a ``MemoryAlertState`` / ``RedisAlertState``, a redis
+    client or URL; default: the store's Redis (``RedisStore.client``) or
+    process memory for a ``MemoryStore``. ``policy``: default the configured one.
+    """
+
+    def __init__(
+        self,
+        *,
+        rules: Iterable[AlertRule] = (),
+        sinks: Iterable[AlertSink] = (),
+        store: Store | None = None,
+        state: AlertState | Any | None = None,
+        policy: Policy | None = None,
+        max_queue: int = 10_000,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        rules = tuple(rules)
+        for n, rule in enumerate(rules):
+            if not isinstance(rule, Threshold | RequestCost | Spike):
+                raise ConfigurationError(
+                    f"rules[{n}]: expected Threshold, RequestCost or Spike, got {rule!r}"
+                )
+        self.thresholds = tuple(r for r in rules if isinstance(r, Threshold))
+        self.request_costs = tuple(r for r in rules if isinstance(r, RequestCost))
+        spikes = [r for r in rules if isinstance(r, Spike)]
+        if len(spikes) > 1:
+            raise ConfigurationError("rules: at most one Spike rule")
+        self.spike = spikes[0] if spikes else None
+        self.sinks: tuple[AlertSink, ...] = tuple(sinks) or (LogSink(),)
+        for n, sink in enumerate(self.sinks):
+            if not callable(sink):
+                raise ConfigurationError(f"sinks[{n}]: expected a callable, got {sink!r}")
+        self.store = store
+        self.policy = policy
+        self.clock = clock
+        self._state = state_from(state)
+        self._runtime: _Runtime | None = None
+        self._current_policy = policy if policy is not None else Policy()
+        self.fired = 0
+        self._worker: Worker[CallRecord] = Worker("budgetguard-alerts", self._handle, max_queue)
+
+    # -- request path ------------------------------------------------------------------
+    def __call__(self, record: CallRecord) -> None:
+        """Queue the record for evaluation; never blocks, never does I/O."""
+        self._worker.put(record)
+
+    @property
+    def dropped(self) -> int:
+        return self._worker.dropped
+
+    def flush(self, timeout: float | None = 30.0) -> bool:
+        """Wait until the records queued so far are evaluated and handed to the sinks
+        (a ``Webhook`` delivers on its own thread: flush it too to wait for delivery)."""
+        return self._worker.flush(timeout)
+
+    def close(self, timeout: float | None = 30.0) -> None:
+        self._worker.close(timeout)
+        for sink in self.sinks:
+            if isinstance(sink, Webhook):
+                sink.close(timeout)
+
+    def __enter__(self) -> Alerts:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- the alert thread ----------------------------------------------------------------
+    def _resolve(self) -> _Runtime:
+        store = self.store
+        policy = self.policy
+        if store is None or policy is None:
+            from ..._engine.config import current
+
+            settings = current()
+            store = store if store is not None else settings.store
+            if policy is None:
+                policy = settings.policy
+        runtime = self._runtime
+        if runtime is None or runtime.store_id != id(store):
+            state = self._state
+            if state is None:
+                client = getattr(store, "client", None)
+                state = (
+                    RedisAlertState(client, prefix=getattr(store, "prefix", "bg"))
+                    if client is not None
+                    else MemoryAlertState(self.clock)
+                )
+            runtime = _Runtime(store, state, id(store))
+            if self._runtime is not None:
+                runtime.last_spike_check = self._runtime.last_spike_check
+            self._runtime = runtime
+        self._current_policy = policy
+        return runtime
+
+    def _handle(self, records: list[CallRecord]) -> None:
+        runtime = self._resolve()
+        alerts: list[Alert] = []
+        for rule in self.request_costs:
+            limit = rule.nanos
+            alerts += [_request_alert(r, limit) for r in records if r.cost > limit]
+        charged = [r for r in records if r.cost > 0]
+        if charged:
+            alerts += self._thresholds(runtime, charged)
+            if self.spike is not None:
+                alerts += self._spike(runtime, self.spike, charged)
+        for alert in alerts:
+            self._dispatch(alert)
+
+    def _dispatch(self, alert: Alert) -> None:
+        self.fired += 1
+        for sink in self.sinks:
+            try:
+                sink(alert)
+            except Exception:
+                log.exception("budgetguard: alert sink %r failed", sink)
+
+    def _thresholds(self, runtime: _Runtime, records: list[CallRecord]) -> list[Alert]:
+        thresholds = tuple(self._current_policy.alerts) + self.thresholds
+        if not thresholds or runtime.store is None:
+            return []
+        counters: dict[str, Counter] = {}
+        for record in records:
+            for counter in record.counters:
+                counters.setdefault(counter.key, counter)
+        alerts: list[Alert] = []
+        for counter in counters.values():
+            applicable = sorted(
+                {t.fraction for t in thresholds if _applies(t, counter)},
+            )
+            if not applicable or counter.limit <= 0:
+                continue
+            try:
+                status = runtime.store.status(counter)
+            except Exception as exc:
+                log.error("budgetguard: alerts could not read %s: %r", counter.key, exc)
+                continue
+            for fraction in applicable:
+                if Decimal(status.spent) < fraction * counter.limit:
+                    break
+                marker = f"{counter.key}:{status.window_start}:{fraction.normalize():f}"
+                try:
+                    first = runtime.state.claim(counter.tag, marker, status.resets_at)
+                except Exception as exc:
+                    log.error("budgetguard: alert dedupe unavailable (%r); not alerting", exc)
+                    return alerts
+                if first:
+                    alerts.append(_threshold_alert(status, fraction, self.clock()))
+        return alerts
+
+    def _spike(self, runtime: _Runtime, rule: Spike, records: list[CallRecord]) -> list[Alert]:
+        amounts: dict[int, int] = {}
+        for record in records:
+            slot = int(record.at) // SLOT_S * SLOT_S
+            amounts[slot] = amounts.get(slot, 0) + record.cost
+        now = self.clock()
+        try:
+            runtime.state.add_spend(amounts)
+            if now - runtime.last_spike_check < rule.check_every_s:
+                return []
+            runtime.last_spike_check = now
+            current = int(now) // SLOT_S * SLOT_S
+            slots = [current - n * SLOT_S for n in range(HOUR_SLOTS + HISTORY_SLOTS)]
+            spend = runtime.state.spend(slots)
+        except Exception as exc:
+            log.error("budgetguard: spike history unavailable (%r)", exc)
+            return []
+        last_hour = sum(spend[:HOUR_SLOTS])
+        baseline = Decimal(sum(spend[HOUR_SLOTS:])) / (7 * 24)
+        factor = Decimal(str(rule.factor))
+        if (
+            last_hour <= 0
+            or last_hour < usd_to_nanos(rule.min_usd)
+            or last_hour < factor * baseline
+        ):
+            return []
+        hour = int(now) // 3600 * 3600
+        try:
+            if not runtime.state.claim("spike", f"spike:{hour}", hour + 3600):
+                return []
+        except Exception as exc:
+            log.error("budgetguard: alert dedupe unavailable (%r); not alerting", exc)
+            return []
+        ratio = "no history" if baseline == 0 else f"{Decimal(last_hour) / baseline:.1f}x"
+        average = int(baseline)
+        return [
+            Alert(
+                kind="spike",
+                message=(
+                    f"budgetguard: spend spike: {format_usd(last_hour)} in the last hour, "
+                    f"{ratio} the 7-day hourly average ({format_usd(average)})"
+                ),
+                at=datetime.fromtimestamp(now, UTC),
+                amount=nanos_to_usd(last_hour),
+                baseline=nanos_to_usd(average),
+                fraction=factor,
+            )
+        ]
+
+
+def _applies(threshold: Threshold, counter: Counter) -> bool:
+    if threshold.scope is None:
+        return counter.scope != "run"
+    return threshold.scope == counter.scope
+
+
+def _tenant_of(counter: Counter) -> str | None:
+    """Users are counted per tenant (``tenant=acme/user=u-1:day``): which one."""
+    if counter.scope == "tenant":
+        return counter.subject
+    if counter.scope == "user" and counter.key.startswith("tenant="):
+        return unquote(counter.key.split("/", 1)[0].removeprefix("tenant="))
+    return None
+
+
+def _describe(counter: Counter) -> str:
+    if counter.scope == "global":
+        return "the global budget"
+    tenant = _tenant_of(counter)
+    if counter.scope == "user" and tenant is not None:
+        return f"user {counter.subject!r} of tenant {tenant!r}"
+    return f"{counter.scope} {counter.subject!r}"
+
+
+def _threshold_alert(status: CounterStatus, fraction: Decimal, now: float) -> Alert:
+    counter = status.counter
+    fraction = fraction.normalize()
+    percent = f"{(fraction * 100).normalize():f}%"
+    resets = None if status.resets_at is None else datetime.fromtimestamp(status.resets_at, UTC)
+    when = f"; resets {resets:%Y-%m-%d %H:%M} UTC" if resets else ""
+    return Alert(
+        kind="threshold",
+        message=(
+            f"budgetguard: {_describe(counter)} reached {percent} of its {counter.window} "
+            f"budget: {format_usd(status.spent)} of {format_usd(counter.limit)}{when}"
+        ),
+        at=datetime.fromtimestamp(now, UTC),
+        amount=nanos_to_usd(status.spent),
+        limit=nanos_to_usd(counter.limit),
+        fraction=fraction,
+        scope=counter.scope,
+        key=counter.subject,
+        window=counter.window,
+        resets_at=resets,
+        tenant=_tenant_of(counter),
+    )
+
+
+def _request_alert(record: CallRecord, limit: int) -> Alert:
+    who = ", ".join(
+        f"{name}={value}"
+        for name, value in (
+            ("tenant", record.tenant),
+            ("user", record.user),
+            ("feature", record.feature),
+        )
+        if value
+    )
+    return Alert(
+        kind="request_cost",
+        message=(
+            f"budgetguard: one {record.model or 'LLM'} call cost {format_usd(record.cost)} "
+            f"(alert above {format_usd(limit)})" + (f" for {who}" if who else "")
+        ),
+        at=datetime.fromtimestamp(record.at, UTC),
+        amount=nanos_to_usd(record.cost),
+        limit=nanos_to_usd(limit),
+        tenant=record.tenant,
+        user=record.user,
+        feature=record.feature,
+        model=record.model,
+    )

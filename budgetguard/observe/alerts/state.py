@@ -1,0 +1,128 @@
+"""Where alerts remember what fired (fleet-wide dedupe) and how much was spent when."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
+
+from ..._core.errors import ConfigurationError
+
+__all__ = [
+    "HISTORY_SLOTS",
+    "HOUR_SLOTS",
+    "SLOT_S",
+    "AlertState",
+    "MemoryAlertState",
+    "RedisAlertState",
+    "state_from",
+]
+
+SLOT_S = 300
+"""Spend history granularity for spike detection: 5-minute slots."""
+HOUR_SLOTS = 3600 // SLOT_S
+HISTORY_SLOTS = 7 * 24 * HOUR_SLOTS
+_HISTORY_TTL_S = 8 * 86_400
+_MARKER_GRACE_S = 3600
+"""How long a dedupe marker outlives its window (a late status read must not re-fire)."""
+
+
+class AlertState(Protocol):
+    """Where alerts remember what fired and how much was spent when."""
+
+    def claim(self, tag: str, key: str, expires_at: float | None) -> bool:
+        """True for the first caller only (fleet-wide for Redis), until ``expires_at``."""
+        ...
+
+    def add_spend(self, amounts: Mapping[int, int]) -> None:
+        """Add nano-USD per 5-minute slot (slot start, epoch seconds)."""
+        ...
+
+    def spend(self, slots: Sequence[int]) -> list[int]:
+        """Nano-USD spent in each slot."""
+        ...
+
+
+class MemoryAlertState:
+    """One process's memory: right for ``MemoryStore``, whose budgets are per process too."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._claims: dict[tuple[str, str], float] = {}
+        self._spend: dict[int, int] = {}
+
+    def claim(self, tag: str, key: str, expires_at: float | None) -> bool:
+        now = self._clock()
+        with self._lock:
+            if len(self._claims) > 10_000:
+                self._claims = {k: v for k, v in self._claims.items() if v > now}
+            until = self._claims.get((tag, key))
+            if until is not None and until > now:
+                return False
+            self._claims[tag, key] = float("inf") if expires_at is None else expires_at
+            return True
+
+    def add_spend(self, amounts: Mapping[int, int]) -> None:
+        with self._lock:
+            for slot, nanos in amounts.items():
+                self._spend[slot] = self._spend.get(slot, 0) + nanos
+            if len(self._spend) > HISTORY_SLOTS + 2 * HOUR_SLOTS:
+                oldest = max(self._spend) - (HISTORY_SLOTS + HOUR_SLOTS) * SLOT_S
+                self._spend = {s: n for s, n in self._spend.items() if s >= oldest}
+
+    def spend(self, slots: Sequence[int]) -> list[int]:
+        with self._lock:
+            return [self._spend.get(slot, 0) for slot in slots]
+
+
+class RedisAlertState:
+    """Markers and spend history in Redis, shared by every process.
+
+    ``client``: a redis-py client or a URL. Keys (same layout as the store's,
+    so ``budgetguard reset`` clears markers with their counters)::
+
+        <prefix>:{<tag>}:a:<marker key>     "1", SET NX EXAT <window end + 1 h>
+        <prefix>:{spike}:s:<slot start>      nano-USD spent in that 5-minute slot
+    """
+
+    def __init__(self, client: Any, *, prefix: str = "bg") -> None:
+        if isinstance(client, str):
+            import redis
+
+            client = redis.Redis.from_url(client, socket_connect_timeout=1.0, socket_timeout=2.0)
+        self.client = client
+        self.prefix = prefix
+
+    def claim(self, tag: str, key: str, expires_at: float | None) -> bool:
+        name = f"{self.prefix}:{{{tag}}}:a:{key}"
+        if expires_at is None:
+            return bool(self.client.set(name, 1, nx=True))
+        return bool(self.client.set(name, 1, nx=True, exat=int(expires_at) + _MARKER_GRACE_S))
+
+    def _slot_key(self, slot: int) -> str:
+        return f"{self.prefix}:{{spike}}:s:{slot}"
+
+    def add_spend(self, amounts: Mapping[int, int]) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for slot, nanos in amounts.items():
+            pipe.incrby(self._slot_key(slot), nanos)
+            pipe.expireat(self._slot_key(slot), slot + _HISTORY_TTL_S)
+        pipe.execute()
+
+    def spend(self, slots: Sequence[int]) -> list[int]:
+        values = self.client.mget([self._slot_key(slot) for slot in slots])
+        return [int(v) if v is not None else 0 for v in values]
+
+
+def state_from(state: AlertState | Any | None) -> AlertState | None:
+    if state is None or isinstance(state, MemoryAlertState | RedisAlertState):
+        return state
+    if isinstance(state, str) or hasattr(state, "set"):
+        return RedisAlertState(state)
+    if all(hasattr(state, name) for name in ("claim", "add_spend", "spend")):
+        return state
+    raise ConfigurationError(
+        f"state: expected an AlertState, a redis client or a redis:// URL, got {state!r}"
+    )

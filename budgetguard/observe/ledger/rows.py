@@ -1,0 +1,134 @@
+"""One call as the ledger stores it, and one group of a report."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from ..._core.money import nanos_to_usd
+from ..._core.records import CallRecord
+from .sql import COLUMNS
+
+__all__ = ["LedgerRow", "ReportRow"]
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerRow:
+    """One call as stored: money in nano-USD, time in microseconds since the epoch (UTC)."""
+
+    at_us: int
+    outcome: str
+    environment: str | None
+    tenant: str | None
+    user: str | None
+    feature: str | None
+    tags: Mapping[str, str]
+    requested_model: str | None
+    model: str | None
+    input_tokens: int
+    cached_tokens: int
+    cache_write_tokens: int
+    output_tokens: int
+    reasoning_tokens: int
+    estimate_nanos: int
+    cost_nanos: int
+    latency_us: int
+    reservation_id: str | None
+    error: str | None
+
+    @classmethod
+    def from_record(cls, record: CallRecord, environment: str | None = None) -> LedgerRow:
+        usage = record.usage
+        return cls(
+            at_us=int(record.at * 1_000_000),
+            outcome=record.outcome,
+            environment=environment,
+            tenant=record.tenant,
+            user=record.user,
+            feature=record.feature,
+            tags=dict(record.tags),
+            requested_model=record.requested_model,
+            model=record.model,
+            input_tokens=usage.input_tokens if usage else 0,
+            cached_tokens=usage.cache_read_tokens if usage else 0,
+            cache_write_tokens=usage.cache_write_tokens if usage else 0,
+            output_tokens=usage.output_tokens if usage else 0,
+            reasoning_tokens=usage.reasoning_tokens if usage else 0,
+            estimate_nanos=record.estimate,
+            cost_nanos=record.cost,
+            latency_us=int(record.latency_s * 1_000_000),
+            reservation_id=record.reservation_id,
+            error=None if record.error is None else record.error[:2000],
+        )
+
+    @classmethod
+    def from_values(cls, values: Sequence[Any]) -> LedgerRow:
+        data = dict(zip(COLUMNS, values, strict=True))
+        data["user"] = data.pop("user_id")
+        data["tags"] = json.loads(data["tags"] or "{}")
+        for name in COLUMNS:
+            if name.endswith(("_us", "_tokens", "_nanos")):
+                data[name] = int(data[name])
+        return cls(**data)
+
+    def values(self) -> tuple[Any, ...]:
+        """In ``COLUMNS`` order, ready for an INSERT."""
+        return (
+            self.at_us,
+            self.outcome,
+            self.environment,
+            self.tenant,
+            self.user,
+            self.feature,
+            json.dumps(dict(self.tags), sort_keys=True, separators=(",", ":")),
+            self.requested_model,
+            self.model,
+            self.input_tokens,
+            self.cached_tokens,
+            self.cache_write_tokens,
+            self.output_tokens,
+            self.reasoning_tokens,
+            self.estimate_nanos,
+            self.cost_nanos,
+            self.latency_us,
+            self.reservation_id,
+            self.error,
+        )
+
+    @property
+    def at(self) -> datetime:
+        return datetime.fromtimestamp(self.at_us / 1_000_000, UTC)
+
+    @property
+    def cost(self) -> Decimal:
+        return nanos_to_usd(self.cost_nanos)
+
+
+@dataclass(frozen=True, slots=True)
+class ReportRow:
+    """Spend of one group (a feature, a user, ...) over the report's period."""
+
+    key: str | None
+    calls: int
+    ok: int
+    downgraded: int
+    denied: int
+    errors: int
+    input_tokens: int
+    cached_tokens: int
+    output_tokens: int
+    reasoning_tokens: int
+    cost_nanos: int
+
+    @property
+    def cost(self) -> Decimal:
+        return nanos_to_usd(self.cost_nanos)
+
+    @classmethod
+    def from_values(cls, values: Sequence[Any]) -> ReportRow:
+        key, *numbers = values
+        return cls(None if key is None else str(key), *(int(n) for n in numbers))

@@ -1,0 +1,236 @@
+"""Model -> rates: genai-prices data, user overrides and a fallback, cached per model.
+
+Every guarded call is priced twice (worst case before, actual usage after),
+so a lookup must cost a dict hit, not a trip through genai-prices' matching
+and ``Decimal`` arithmetic (~170 us per ``calc_price``). ``PriceBook`` turns
+a model's prices into integer rates once - nano-USD per *million* tokens, so
+a rate with up to nine decimals of USD/MTok stays exact - and ``ModelRates``
+then prices usage with integers only, rounding up once at the very end: the
+result is exactly ``ceil(genai_prices.calc_price(...).total_price * 1e9)``.
+
+A model nobody can price is never free: it raises ``UnknownModel`` unless a
+fallback price is configured. Prices that change over time (genai-prices'
+dated and time-of-day prices, or a snapshot refreshed by its auto-updater)
+are picked up by re-resolving a cache entry after an hour, or at the next
+price boundary when that comes sooner.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as dtime
+from decimal import Decimal
+from types import MappingProxyType
+from typing import Any
+
+from .._core.errors import ConfigurationError, UnknownModel
+from .._core.usage import Usage
+from .output_limits import DEFAULT_MAX_OUTPUT_TOKENS, table_max_output
+from .prices import Price, rates_from_price
+from .rates import ModelRates, Rate, TieredRate, nanos_per_million
+
+__all__ = ["REFRESH_SECONDS", "PriceBook"]
+
+REFRESH_SECONDS = 3600.0
+"""A cached genai-prices entry is re-resolved after this long (monotonic clock)."""
+
+# -- genai-prices -----------------------------------------------------------------
+
+
+def _genai_rate(value: object, scale: int = 1) -> Rate | None:
+    from genai_prices.types import TieredPrices
+
+    if value is None:
+        return None
+    if isinstance(value, Decimal):
+        return nanos_per_million(value, scale)
+    if isinstance(value, TieredPrices):
+        tiers = tuple(
+            (int(tier.start), nanos_per_million(tier.price, scale))
+            for tier in sorted(value.tiers, key=lambda tier: tier.start)
+        )
+        base = nanos_per_million(value.base, scale)
+        return TieredRate(base, tiers) if tiers else base
+    raise TypeError(f"unexpected genai-prices price {value!r}")
+
+
+def _rates_from_genai(provider: Any, model: Any, now: datetime) -> ModelRates | None:
+    prices = model.get_prices(now)
+    input_rate = _genai_rate(getattr(prices, "input_mtok", None))
+    output_rate = _genai_rate(getattr(prices, "output_mtok", None))
+    if input_rate is None or output_rate is None:
+        return None
+    requests = _genai_rate(getattr(prices, "requests_kcount", None), scale=1000)
+    if isinstance(requests, TieredRate):  # never seen; charge the highest tier
+        requests = max([requests.base, *(rate for _, rate in requests.tiers)])
+    context_window = model.context_window
+    return ModelRates(
+        model=model.id,
+        provider=provider.id,
+        input_rate=input_rate,
+        output_rate=output_rate,
+        cache_read_rate=_genai_rate(getattr(prices, "cache_read_mtok", None)),
+        cache_write_rate=_genai_rate(getattr(prices, "cache_write_mtok", None)),
+        cache_write_1h_rate=_genai_rate(getattr(prices, "cache_write_1h_mtok", None)),
+        reasoning_rate=_genai_rate(getattr(prices, "output_reasoning_mtok", None)),
+        request_rate=requests or 0,
+        max_output_tokens=(
+            table_max_output(model.id) or context_window or DEFAULT_MAX_OUTPUT_TOKENS
+        ),
+        context_window=context_window,
+        source="genai-prices",
+    )
+
+
+def _next_price_change(model: Any, now: datetime) -> datetime | None:
+    """The next instant a dated or time-of-day conditional price may switch."""
+    from genai_prices.types import StartDateConstraint, TimeOfDateConstraint
+
+    if not isinstance(model.prices, list):
+        return None
+    candidates: list[datetime] = []
+    for conditional in model.prices:
+        constraint = conditional.constraint
+        if isinstance(constraint, StartDateConstraint):
+            start = datetime.combine(constraint.start_date, dtime(0), UTC)
+            if start > now:
+                candidates.append(start)
+        elif isinstance(constraint, TimeOfDateConstraint):
+            for moment in (constraint.start_time, constraint.end_time):
+                at = _today_at(now.date(), moment)
+                candidates.append(at if at > now else at + timedelta(days=1))
+    return min(candidates, default=None)
+
+
+def _today_at(day: date, moment: dtime) -> datetime:
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return datetime.combine(day, moment).astimezone(UTC)
+
+
+def _find(model: str, provider: str | None) -> tuple[Any, Any] | None:
+    """genai-prices' own matching, then again without a ``provider/`` prefix."""
+    from genai_prices.data_snapshot import get_snapshot
+
+    snapshot = get_snapshot()
+    attempts: list[tuple[str, str | None]] = [(model, provider)]
+    if "/" in model:
+        prefix, _, rest = model.partition("/")
+        attempts += [(rest, provider or prefix), (rest, provider)]
+    for ref, provider_id in attempts:
+        try:
+            return snapshot.find_provider_model(ref, None, provider_id, None)
+        except LookupError:
+            continue
+    return None
+
+
+def _check_provider(provider: str, where: str) -> None:
+    from genai_prices.data_snapshot import get_snapshot
+
+    try:
+        get_snapshot().find_provider(None, provider, None)
+    except LookupError:
+        raise ConfigurationError(f"{where}: unknown provider {provider!r}") from None
+
+
+# -- the book -----------------------------------------------------------------------
+
+_MAX_CACHED = 4096
+_FOREVER = float("inf")
+
+
+class PriceBook:
+    """Where rates come from: override > genai-prices > fallback, else ``UnknownModel``.
+
+    ``overrides`` maps a model name (exact string) to a ``Price`` or a mapping
+    of its fields; ``fallback`` prices any model nobody else can;
+    ``providers`` maps a model name to the genai-prices provider id to look it
+    up under, when the name alone is ambiguous. Thread-safe; lookups are
+    cached by the exact ``(model, provider)`` asked.
+    """
+
+    __slots__ = ("_cache", "_fallback", "_lock", "_overrides", "_providers")
+
+    def __init__(
+        self,
+        overrides: Mapping[str, Price | Mapping[str, object]] | None = None,
+        *,
+        fallback: Price | Mapping[str, object] | None = None,
+        providers: Mapping[str, str] | None = None,
+    ) -> None:
+        parsed: dict[str, Price] = {}
+        for name, price in (overrides or {}).items():
+            if not isinstance(name, str) or not name:
+                raise ConfigurationError(f"prices: model names must be non-empty strings: {name!r}")
+            parsed[name] = Price.parse(price, where=f"prices[{name!r}]")
+        self._overrides: Mapping[str, Price] = MappingProxyType(parsed)
+        self._fallback = None if fallback is None else Price.parse(fallback, where="fallback")
+        checked: dict[str, str] = {}
+        for name, provider in (providers or {}).items():
+            where = f"providers[{name!r}]"
+            if not isinstance(provider, str):
+                raise ConfigurationError(f"{where}: expected a provider id, got {provider!r}")
+            _check_provider(provider, where)
+            checked[name] = provider
+        self._providers: Mapping[str, str] = MappingProxyType(checked)
+        self._cache: dict[tuple[str, str | None], tuple[ModelRates, float]] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def overrides(self) -> Mapping[str, Price]:
+        return self._overrides
+
+    @property
+    def fallback(self) -> Price | None:
+        return self._fallback
+
+    @property
+    def providers(self) -> Mapping[str, str]:
+        return self._providers
+
+    def rates(self, model: str, provider: str | None = None) -> ModelRates:
+        """The rates of ``model``: a dict hit once resolved (refreshed after an hour)."""
+        entry = self._cache.get((model, provider))
+        if entry is not None and entry[1] > time.monotonic():
+            return entry[0]
+        rates, expires = self._resolve(model, provider)
+        with self._lock:
+            if len(self._cache) >= _MAX_CACHED:
+                self._cache.clear()
+            self._cache[(model, provider)] = (rates, expires)
+        return rates
+
+    def cost(self, model: str, usage: Usage, provider: str | None = None) -> int:
+        """nano-USD ``usage`` of ``model`` costs."""
+        return self.rates(model, provider).cost(usage)
+
+    def _resolve(self, model: str, provider: str | None) -> tuple[ModelRates, float]:
+        if not isinstance(model, str) or not model:
+            raise ConfigurationError(f"model: expected a model name, got {model!r}")
+        override = self._overrides.get(model)
+        if override is not None:
+            return rates_from_price(model, "custom", override, "override"), _FOREVER
+        provider_id = provider or self._providers.get(model)
+        detail = f" under provider {provider_id!r}" if provider_id else ""
+        found = _find(model, provider_id)
+        if found is not None:
+            now = datetime.now(UTC)
+            rates = _rates_from_genai(found[0], found[1], now)
+            if rates is not None:
+                ttl = REFRESH_SECONDS
+                change = _next_price_change(found[1], now)
+                if change is not None:
+                    ttl = min(ttl, (change - now).total_seconds() + 0.001)
+                return rates, time.monotonic() + ttl
+            detail = (
+                f": genai-prices knows {found[1].id!r} ({found[0].id}) "
+                "but has no per-token input and output price for it"
+            )
+        if self._fallback is not None:
+            rates = rates_from_price(model, provider_id or "custom", self._fallback, "fallback")
+            return rates, time.monotonic() + REFRESH_SECONDS  # genai-prices may learn it
+        raise UnknownModel(model, detail)

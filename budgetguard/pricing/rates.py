@@ -1,0 +1,175 @@
+"""Integer rates: one model's prices as nano-USD per million tokens, for the hot path.
+
+``ModelRates`` prices a usage with integers only, rounding up once at the very
+end: the result is exactly ``ceil(genai_prices.calc_price(...).total_price * 1e9)``.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from dataclasses import dataclass, field
+from decimal import ROUND_CEILING, Decimal
+
+from .._core.errors import ConfigurationError
+from .._core.money import NANOS_PER_USD
+from .._core.usage import Usage
+
+__all__ = ["PER_MILLION", "ModelRates", "Rate", "TieredRate", "nanos_per_million"]
+
+PER_MILLION = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class TieredRate:
+    """Cliff pricing: when *total* input tokens exceed a tier's start, its rate applies to all."""
+
+    base: int
+    tiers: tuple[tuple[int, int], ...]  # (start, rate), ascending by start
+
+    def at(self, input_tokens: int) -> int:
+        rate = self.base
+        for start, tier_rate in self.tiers:
+            if input_tokens <= start:
+                break
+            rate = tier_rate
+        return rate
+
+
+Rate = int | TieredRate
+"""nano-USD per million units (USD/MTok * 1e9), flat or tiered by total input tokens."""
+
+
+def _at(rate: Rate, input_tokens: int) -> int:
+    return rate if isinstance(rate, int) else rate.at(input_tokens)
+
+
+_Band = tuple[int, int, int | None, int | None, int | None, int | None]
+"""Flat rates in force over one input-token range: input, output, cache read, cache write,
+reasoning, one-hour cache write (``None``: no own rate)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRates:
+    """One model's prices as integers, ready for the hot path.
+
+    Rates are nano-USD per million tokens; ``request_rate`` is nano-USD per
+    million requests (a per-request fee, rare). ``source`` says where they
+    came from: ``"genai-prices"``, ``"override"`` or ``"fallback"``.
+
+    Tiers are resolved once, at construction: every tier start of every rate
+    splits the input-token axis into bands, and each band holds the flat rates
+    in force there (plus the two worst-case rates). Pricing a usage is then one
+    band lookup and integer arithmetic, with no per-rate tier walk.
+    """
+
+    model: str
+    provider: str
+    input_rate: Rate
+    output_rate: Rate
+    cache_read_rate: Rate | None = None
+    cache_write_rate: Rate | None = None
+    reasoning_rate: Rate | None = None
+    cache_write_1h_rate: Rate | None = None
+    request_rate: int = 0
+    max_output_tokens: int | None = None
+    context_window: int | None = None
+    source: str = "genai-prices"
+    _starts: tuple[int, ...] = field(init=False, repr=False, compare=False)
+    _bands: tuple[_Band, ...] = field(init=False, repr=False, compare=False)
+    _worst: tuple[tuple[int, int], ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        rates = (
+            self.input_rate,
+            self.output_rate,
+            self.cache_read_rate,
+            self.cache_write_rate,
+            self.reasoning_rate,
+            self.cache_write_1h_rate,
+        )
+        starts = tuple(
+            sorted(
+                {start for rate in rates if isinstance(rate, TieredRate) for start, _ in rate.tiers}
+            )
+        )
+        # Band i holds the input-token counts n with starts[i-1] < n <= starts[i]:
+        # n <= starts[0] is below every tier; a tier applies once n exceeds its start.
+        samples = [starts[0] if starts else 0, *(start + 1 for start in starts)]
+        bands: list[_Band] = []
+        worst: list[tuple[int, int]] = []
+        for n in samples:
+            flat_in, flat_out, read, write, reasoning, write_1h = (
+                None if rate is None else _at(rate, n) for rate in rates
+            )
+            assert flat_in is not None and flat_out is not None
+            bands.append((flat_in, flat_out, read, write, reasoning, write_1h))
+            worst.append(
+                (
+                    max(flat_in, read or 0, write or 0, write_1h or 0),
+                    max(flat_out, reasoning or 0),
+                )
+            )
+        object.__setattr__(self, "_starts", starts)
+        object.__setattr__(self, "_bands", tuple(bands))
+        object.__setattr__(self, "_worst", tuple(worst))
+
+    def cost(self, usage: Usage) -> int:
+        """Exact cost in nano-USD, rounded up once at the end.
+
+        Equals ``ceil(genai_prices total_price * 1e9)`` for the same usage:
+        cache reads/writes and reasoning tokens get their own rate when the
+        model has one, else the plain input/output rate.
+        """
+        n = usage.input_tokens
+        starts = self._starts
+        input_rate, output_rate, read_rate, write_rate, reasoning_rate, write_1h_rate = self._bands[
+            bisect_left(starts, n) if starts else 0
+        ]
+        total = self.request_rate
+        uncached = n
+        read = usage.cache_read_tokens
+        if read and read_rate is not None:
+            total += read * read_rate
+            uncached -= read
+        write = usage.cache_write_tokens
+        if write:
+            # One-hour writes are a part of the writes: their own rate where the
+            # model has one, else the (five-minute) write rate, else input.
+            write_1h = usage.cache_write_1h_tokens
+            if write_1h and write_1h_rate is not None:
+                total += write_1h * write_1h_rate
+                uncached -= write_1h
+                write -= write_1h
+            if write_rate is not None:
+                total += write * write_rate
+                uncached -= write
+        output = usage.output_tokens
+        reasoning = usage.reasoning_tokens
+        if reasoning and reasoning_rate is not None:
+            total += reasoning * reasoning_rate
+            output -= reasoning
+        total += uncached * input_rate + output * output_rate
+        return -(-total // PER_MILLION)
+
+    def worst_case(self, input_tokens: int, output_tokens: int) -> int:
+        """The most ``input_tokens`` in and ``output_tokens`` out can cost, in nano-USD.
+
+        Tiers are chosen by ``input_tokens``. Every input token is charged at
+        the highest input-side rate (the uncached rate, or the cache-write
+        rate where writing costs more, as on Anthropic), every output token at
+        the output or reasoning rate, whichever is higher. So ``cost(usage)``
+        never exceeds it for a usage with these token counts.
+        """
+        if input_tokens < 0 or output_tokens < 0:
+            raise ConfigurationError(
+                f"worst_case: token counts must be >= 0, got {input_tokens}, {output_tokens}"
+            )
+        starts = self._starts
+        in_rate, out_rate = self._worst[bisect_left(starts, input_tokens) if starts else 0]
+        total = input_tokens * in_rate + output_tokens * out_rate + self.request_rate
+        return -(-total // PER_MILLION)
+
+
+def nanos_per_million(usd: Decimal, scale: int = 1) -> int:
+    """USD per million units -> nano-USD per million units; extra decimals round the rate up."""
+    return int((usd * NANOS_PER_USD * scale).to_integral_value(ROUND_CEILING))

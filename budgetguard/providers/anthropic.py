@@ -1,0 +1,146 @@
+"""Anthropic Messages (``client.messages``: ``create`` and ``stream``).
+
+Usage: ``input_tokens`` *excludes* the cache, so the total input is
+``input_tokens + cache_read_input_tokens + cache_creation_input_tokens``;
+``cache_creation.ephemeral_1h_input_tokens`` is the part written with the
+one-hour lifetime (dearer). A stream reports input and cache tokens in
+``message_start`` and cumulative output in ``message_delta``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .._core.records import LLMRequest
+from .._core.usage import Usage
+from .base import Surface
+from .fields import (
+    check_block,
+    count,
+    get,
+    int_arg,
+    items_arg,
+    model_arg,
+    model_of,
+    system_arg,
+    usage_of,
+)
+from .tracking import StreamTracker
+
+__all__ = ["ADAPTER", "AnthropicMessages", "AnthropicStreamTracker", "anthropic_usage"]
+
+
+def anthropic_usage(usage: object, path: str = "response.usage") -> Usage:
+    """Anthropic ``Usage``: its ``input_tokens`` excludes cache reads and writes."""
+    check_block(usage, path)
+    read = count(usage, "cache_read_input_tokens", path)
+    write = count(usage, "cache_creation_input_tokens", path)
+    details = get(usage, "output_tokens_details")
+    # The split of the writes by cache lifetime; one-hour writes cost more.
+    creation = get(usage, "cache_creation")
+    return usage_of(
+        path,
+        input_tokens=count(usage, "input_tokens", path, required=True) + read + write,
+        output_tokens=count(usage, "output_tokens", path, required=True),
+        cache_read_tokens=read,
+        cache_write_tokens=write,
+        reasoning_tokens=count(details, "thinking_tokens", f"{path}.output_tokens_details"),
+        cache_write_1h_tokens=count(
+            creation, "ephemeral_1h_input_tokens", f"{path}.cache_creation"
+        ),
+    )
+
+
+class AnthropicStreamTracker(StreamTracker):
+    """Anthropic message stream events.
+
+    ``message_start`` reports the input (and cache) tokens up front;
+    ``message_delta`` reports cumulative output tokens (and, on newer API
+    versions, cumulative input counts), so the usage is final at
+    ``message_delta`` and confirmed by ``message_stop``.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._start: object = None
+        self._delta: object = None
+
+    def _feed(self, event: object) -> None:
+        kind = get(event, "type")
+        if kind == "message_start":
+            message = get(event, "message")
+            self.model = model_of(message) or self.model
+            usage = get(message, "usage")
+            if usage is not None:
+                self._start = usage
+                self.input_usage = anthropic_usage(usage, "message_start.message.usage")
+                self.reported_output_tokens = self.input_usage.output_tokens
+        elif kind == "content_block_delta":
+            delta = get(event, "delta")
+            self._text(get(delta, "text"))
+            self._text(get(delta, "thinking"))
+            self._text(get(delta, "partial_json"))
+        elif kind == "message_delta":
+            usage = get(event, "usage")
+            if usage is not None:
+                self._delta = usage
+                self.reported_output_tokens = count(
+                    usage, "output_tokens", "message_delta.usage", required=True
+                )
+                self.usage = self._final()
+
+    def _final(self) -> Usage:
+        """Start counts overridden by any cumulative counts the delta repeats."""
+        merged: dict[str, Any] = {}
+        for source in (self._start, self._delta):
+            if source is None:
+                continue
+            for name in (
+                "input_tokens",
+                "cache_read_input_tokens",
+                "cache_creation_input_tokens",
+                "cache_creation",
+                "output_tokens",
+                "output_tokens_details",
+            ):
+                value = get(source, name)
+                if value is not None:
+                    merged[name] = value
+        merged.setdefault("input_tokens", 0)
+        return anthropic_usage(merged, "message_delta.usage")
+
+
+class AnthropicMessages:
+    name = "messages"
+    sdk = "anthropic"
+    surfaces = (
+        Surface(("messages",), "create"),
+        Surface(("messages",), "stream", kind="stream_manager"),
+    )
+    stream_usage_option = False
+
+    def request(self, kwargs: dict[str, Any]) -> LLMRequest:
+        return LLMRequest(
+            model=model_arg(kwargs, "messages.create"),
+            messages=items_arg(kwargs, "messages"),
+            system=system_arg(kwargs.get("system")),
+            tools=items_arg(kwargs, "tools"),
+            max_tokens=int_arg(kwargs, "max_tokens"),
+            provider="anthropic",
+        )
+
+    def recognizes(self, response: object, usage: object) -> bool:
+        return (
+            get(response, "type") == "message"
+            or get(usage, "cache_read_input_tokens") is not None
+            or get(usage, "cache_creation_input_tokens") is not None
+        )
+
+    def usage(self, usage: object, path: str = "response.usage") -> Usage:
+        return anthropic_usage(usage, path)
+
+    def tracker(self) -> StreamTracker:
+        return AnthropicStreamTracker()
+
+
+ADAPTER = AnthropicMessages()

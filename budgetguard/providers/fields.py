@@ -1,0 +1,128 @@
+"""Reading SDK objects and JSON alike: fields, token counts, request arguments.
+
+Responses may be the SDKs' pydantic models or plain dicts (JSON); requests
+are the keyword arguments of an SDK method. Every adapter reads them through
+these helpers, so a malformed count fails the same way everywhere: a
+``UsageError`` naming the field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from .._core.errors import ConfigurationError, UsageError
+from .._core.usage import Usage
+
+__all__ = [
+    "check_block",
+    "count",
+    "get",
+    "has",
+    "int_arg",
+    "items_arg",
+    "mapping",
+    "model_arg",
+    "model_of",
+    "system_arg",
+    "usage_of",
+]
+
+_MISSING = object()
+
+
+# -- responses -------------------------------------------------------------------
+def get(obj: object, name: str) -> Any:
+    """A field of an SDK model or a JSON dict; ``None`` when absent."""
+    if obj is None:
+        return None
+    if isinstance(obj, Mapping):
+        return obj.get(name)
+    return getattr(obj, name, None)
+
+
+def has(obj: object, name: str) -> bool:
+    if isinstance(obj, Mapping):
+        return name in obj
+    return getattr(obj, name, _MISSING) is not _MISSING
+
+
+def count(obj: object, name: str, path: str, *, required: bool = False) -> int:
+    """A token count: a non-negative int (``None``/absent is 0 unless ``required``)."""
+    value = get(obj, name)
+    where = f"{path}.{name}"
+    if value is None:
+        if required:
+            raise UsageError(f"{where}: missing from the provider's usage block")
+        return 0
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise UsageError(f"{where}: expected a non-negative int, got {value!r}")
+    if value < 0:
+        raise UsageError(f"{where}: must be >= 0, got {value}")
+    return value
+
+
+def usage_of(path: str, **counts: int) -> Usage:
+    """A ``Usage`` whose inconsistencies (cache above input, ...) name ``path``."""
+    try:
+        return Usage(**counts)
+    except UsageError as error:
+        raise UsageError(f"{path}: inconsistent counts: {error}") from None
+
+
+def model_of(obj: object) -> str | None:
+    model = get(obj, "model")
+    return model if isinstance(model, str) and model else None
+
+
+def check_block(usage: object, path: str) -> None:
+    if isinstance(usage, (str, bytes, int, float, list, tuple)):
+        raise UsageError(f"{path}: expected an object, got {usage!r}")
+
+
+# -- requests --------------------------------------------------------------------
+def int_arg(kwargs: Mapping[str, Any], *names: str) -> int | None:
+    """The first of ``names`` given as an int."""
+    for name in names:
+        value = kwargs.get(name)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return None
+
+
+def mapping(item: object) -> Mapping[str, Any]:
+    """A message, part or tool as a mapping (SDK param objects are dumped)."""
+    if isinstance(item, Mapping):
+        return item
+    dump = getattr(item, "model_dump", None)
+    if callable(dump):
+        dumped = dump()
+        if isinstance(dumped, Mapping):
+            return dumped
+    return {"content": str(item)}
+
+
+def items_arg(kwargs: dict[str, Any], name: str) -> list[Mapping[str, Any]] | None:
+    """A list argument as mappings for the estimate; a one-shot iterable is kept for the SDK."""
+    value = kwargs.get(name)
+    if value is None or isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
+        return None
+    if not isinstance(value, (list, tuple)):
+        value = kwargs[name] = list(value)  # a generator: read once, hand the list on
+    return [mapping(item) for item in value]
+
+
+def model_arg(kwargs: Mapping[str, Any], where: str) -> str:
+    model = kwargs.get("model")
+    if not isinstance(model, str) or not model:
+        raise ConfigurationError(f"{where}: model= must be a model name to budget the call")
+    return model
+
+
+def system_arg(value: object) -> str | list[Mapping[str, Any]] | None:
+    """A system prompt given as a string or as a list of blocks."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, Iterable) and not isinstance(value, (bytes, Mapping)):
+        return [mapping(block) for block in value]
+    return None

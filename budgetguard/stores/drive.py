@@ -1,0 +1,173 @@
+"""Store operations as data, and the two drivers that carry them out.
+
+The engine writes each of its procedures once, as a generator that yields
+the operations it needs (``Reserve``, ``Settle``, ..., ``Sleep``, and
+``Invoke`` for the caller's own SDK request) and receives their results;
+``run`` carries them out on a sync ``Store`` and ``arun`` on an
+``AsyncStore``. An operation that raises is thrown back into the
+generator, so error handling is written once too. This is the only place
+outside the stores themselves where sync and async are written twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
+
+from .._core.counters import Counter, Reservation
+from .._core.errors import ConfigurationError
+from .base import AsyncStore, Store
+
+__all__ = [
+    "Compute",
+    "Flow",
+    "Invoke",
+    "Op",
+    "Release",
+    "Reserve",
+    "Settle",
+    "Sleep",
+    "Status",
+    "arun",
+    "run",
+]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Reserve:
+    reservation_id: str
+    counters: tuple[Counter, ...]
+    amount: int
+    lease_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Settle:
+    reservation: Reservation
+    actual: int
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    reservation: Reservation
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    counter: Counter
+
+
+@dataclass(frozen=True, slots=True)
+class Sleep:
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Compute:
+    """CPU-bound work (counting a large prompt's tokens): ``run`` calls it in
+    place, ``arun`` in a worker thread, so it never stalls an event loop."""
+
+    fn: Callable[[], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Invoke:
+    """The caller's own I/O (an SDK request): ``run`` calls ``fn``, ``arun``
+    awaits what it returns. Whatever it raises, cancellation included, is
+    thrown into the flow, which releases what it holds before re-raising."""
+
+    fn: Callable[[], Any]
+
+
+Op = Reserve | Settle | Release | Status | Sleep | Compute | Invoke
+Flow = Generator[Op, Any, T]
+"""A procedure as data: yields operations, receives their results, returns its own."""
+
+
+class _NoStore:
+    """Stands in for a store the configuration lacks: any use raises, naming why."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+    def __getattr__(self, name: str) -> Any:
+        raise ConfigurationError(self.message)
+
+
+_NO_SYNC_STORE = _NoStore(
+    "store: the configured store is async-only; use it from async code "
+    "or configure a sync store as well"
+)
+_NO_ASYNC_STORE = _NoStore(
+    "store: the configured store is sync-only; give an AsyncStore "
+    "(e.g. AsyncRedisStore) for async code"
+)
+
+
+def run(flow: Flow[T], store: Store | None) -> T:
+    """Carry ``flow`` out on a sync store (None: a flow that needs one fails, naming why)."""
+    target = store if store is not None else cast(Store, _NO_SYNC_STORE)
+    reply: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            op = flow.send(reply) if error is None else flow.throw(error)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+        try:
+            if type(op) is Reserve:
+                reply = target.reserve(op.reservation_id, op.counters, op.amount, op.lease_s)
+            elif type(op) is Settle:
+                reply = target.settle(op.reservation, op.actual)
+            elif type(op) is Release:
+                reply = target.release(op.reservation)
+            elif type(op) is Status:
+                reply = target.status(op.counter)
+            elif type(op) is Sleep:
+                time.sleep(op.seconds)
+                reply = None
+            elif type(op) is Compute:
+                reply = op.fn()
+            else:
+                assert type(op) is Invoke
+                reply = op.fn()
+            error = None
+        except BaseException as exc:
+            reply, error = None, exc
+
+
+async def arun(flow: Flow[T], store: AsyncStore | None) -> T:
+    """Carry ``flow`` out on an async store (None: as ``run``)."""
+    target = store if store is not None else cast(AsyncStore, _NO_ASYNC_STORE)
+    reply: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            op = flow.send(reply) if error is None else flow.throw(error)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+        try:
+            if type(op) is Reserve:
+                reply = await target.areserve(op.reservation_id, op.counters, op.amount, op.lease_s)
+            elif type(op) is Settle:
+                reply = await target.asettle(op.reservation, op.actual)
+            elif type(op) is Release:
+                reply = await target.arelease(op.reservation)
+            elif type(op) is Status:
+                reply = await target.astatus(op.counter)
+            elif type(op) is Sleep:
+                await asyncio.sleep(op.seconds)
+                reply = None
+            elif type(op) is Compute:
+                reply = await asyncio.to_thread(op.fn)
+            else:
+                assert type(op) is Invoke
+                reply = await op.fn()
+            error = None
+        except BaseException as exc:
+            reply, error = None, exc

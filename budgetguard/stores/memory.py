@@ -1,0 +1,249 @@
+"""The embedded default store: one process, no server, same semantics as Redis."""
+
+from __future__ import annotations
+
+import heapq
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .._core.errors import ConfigurationError
+from .._core.windows import SpanCache, window_span
+from .base import Counter, CounterStatus, Denial, Reservation, ReserveOutcome
+
+__all__ = ["MemoryStore", "check_amount"]
+
+_SWEEP_PER_CALL = 64
+"""Expired leases freed per operation: bounded work, like the Redis scripts."""
+
+
+@dataclass(slots=True)
+class _Bucket:
+    spent: int = 0
+    held: int = 0
+
+
+@dataclass(slots=True)
+class _Hold:
+    buckets: tuple[tuple[str, int], ...]
+    amount: int
+    expires_at: float
+
+
+@dataclass(slots=True)
+class _Tombstone:
+    expired: bool  # lease ran out before settle: the hold is gone, the charge is still owed
+    until: float
+
+
+@dataclass
+class MemoryStore:
+    """Thread-safe, asyncio-safe in-process store.
+
+    Every operation takes one lock for a few microseconds and never awaits
+    while holding it, so the async methods are the sync ones: safe on an event
+    loop and across threads at once. ``clock`` is injectable for tests of
+    leases and windows.
+
+    Memory stays bounded in a long-running process: a finished window's
+    counter is dropped ``grace_s`` after its end (once nothing holds on it),
+    and at most ``max_tombstones`` settled reservations are remembered (for
+    ``tombstone_s``, oldest forgotten first). A duplicate settle of a
+    forgotten reservation would charge again; the guard never sends one.
+    """
+
+    clock: Callable[[], float] = time.time
+    tombstone_s: float = 86_400.0
+    max_tombstones: int = 200_000
+    grace_s: float = 86_400.0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _buckets: dict[tuple[str, int], _Bucket] = field(default_factory=dict, repr=False)
+    _holds: dict[str, _Hold] = field(default_factory=dict, repr=False)
+    _leases: list[tuple[float, str]] = field(default_factory=list, repr=False)
+    _tombstones: dict[str, _Tombstone] = field(default_factory=dict, repr=False)
+    _tombstone_order: deque[str] = field(default_factory=deque, repr=False)
+    _spans: SpanCache = field(default_factory=SpanCache, repr=False)
+    _bucket_ends: list[tuple[float, tuple[str, int]]] = field(default_factory=list, repr=False)
+
+    def __post_init__(self) -> None:
+        if type(self.max_tombstones) is not int or self.max_tombstones < 1:
+            raise ConfigurationError(
+                f"max_tombstones: must be an int >= 1, got {self.max_tombstones!r}"
+            )
+        for name in ("tombstone_s", "grace_s"):
+            if getattr(self, name) < 0:
+                raise ConfigurationError(f"{name}: must be >= 0, got {getattr(self, name)!r}")
+
+    # -- sync -------------------------------------------------------------
+    def reserve(
+        self, reservation_id: str, counters: tuple[Counter, ...], amount: int, lease_s: float
+    ) -> ReserveOutcome:
+        check_amount("amount", amount)
+        with self._lock:
+            now = self.clock()
+            self._sweep(now)
+            if reservation_id in self._holds or reservation_id in self._tombstones:
+                raise ConfigurationError(f"reservation_id {reservation_id!r} was already used")
+            buckets = self._buckets
+            span = self._spans.span
+            pinned: list[tuple[Counter, int]] = []
+            keys: list[tuple[str, int]] = []
+            found: list[_Bucket | None] = []
+            for counter in counters:
+                start, end = span(counter.window, now, counter.tz)
+                key = (counter.key, start)
+                bucket = buckets.get(key)
+                if bucket is None:
+                    if amount > counter.limit:
+                        return Denial(counter, 0, 0, amount, end, now)
+                elif bucket.spent + bucket.held + amount > counter.limit:
+                    return Denial(counter, bucket.spent, bucket.held, amount, end, now)
+                pinned.append((counter, start))
+                keys.append(key)
+                found.append(bucket)
+            for (counter, _), key, seen in zip(pinned, keys, found, strict=True):
+                # Looked up again when it was missing: a key listed twice holds twice.
+                bucket = seen if seen is not None else buckets.get(key)
+                if bucket is None:
+                    buckets[key] = _Bucket(0, amount)
+                    end = span(counter.window, now, counter.tz)[1]
+                    if end is not None:
+                        heapq.heappush(self._bucket_ends, (end + self.grace_s, key))
+                else:
+                    bucket.held += amount
+            expires_at = now + lease_s
+            self._holds[reservation_id] = _Hold(tuple(keys), amount, expires_at)
+            heapq.heappush(self._leases, (expires_at, reservation_id))
+            return Reservation(reservation_id, amount, tuple(pinned), expires_at)
+
+    def settle(self, reservation: Reservation, actual: int) -> bool:
+        check_amount("actual", actual)
+        with self._lock:
+            now = self.clock()
+            self._sweep(now)
+            hold = self._holds.pop(reservation.id, None)
+            if hold is not None:
+                buckets = self._buckets
+                for key in hold.buckets:
+                    bucket = buckets.get(key)
+                    if bucket is None:
+                        buckets[key] = _Bucket(actual, -hold.amount)
+                    else:
+                        bucket.held -= hold.amount
+                        bucket.spent += actual
+            else:
+                tomb = self._tombstones.get(reservation.id)
+                if tomb is not None and not tomb.expired:
+                    return False
+                # Lease expired (or its tombstone is long gone): the hold was
+                # already freed, but the money was spent - charge it once.
+                buckets = self._buckets
+                for counter, start in reservation.buckets:
+                    bucket = buckets.get((counter.key, start))
+                    if bucket is None:
+                        buckets[counter.key, start] = _Bucket(actual, 0)
+                        end = window_span(counter.window, start, counter.tz)[1]
+                        if end is not None:
+                            heapq.heappush(
+                                self._bucket_ends, (end + self.grace_s, (counter.key, start))
+                            )
+                    else:
+                        bucket.spent += actual
+            self._bury(reservation.id, now, expired=False)
+            return True
+
+    def release(self, reservation: Reservation) -> bool:
+        with self._lock:
+            now = self.clock()
+            self._sweep(now)
+            hold = self._holds.pop(reservation.id, None)
+            if hold is None:
+                return False
+            for key in hold.buckets:
+                self._buckets[key].held -= hold.amount
+            self._bury(reservation.id, now, expired=False)
+            return True
+
+    def status(self, counter: Counter) -> CounterStatus:
+        with self._lock:
+            now = self.clock()
+            self._sweep(now)
+            start, end = self._spans.span(counter.window, now, counter.tz)
+            bucket = self._buckets.get((counter.key, start)) or _Bucket()
+            return CounterStatus(counter, bucket.spent, bucket.held, start, end)
+
+    def pin(self, reservation_id: str, counters: tuple[Counter, ...]) -> Reservation:
+        with self._lock:
+            now = self.clock()
+            span = self._spans.span
+            pinned = tuple((c, span(c.window, now, c.tz)[0]) for c in counters)
+        return Reservation(reservation_id, 0, pinned, now)
+
+    # -- async: the same critical sections, never awaited inside ------------
+    async def areserve(
+        self, reservation_id: str, counters: tuple[Counter, ...], amount: int, lease_s: float
+    ) -> ReserveOutcome:
+        return self.reserve(reservation_id, counters, amount, lease_s)
+
+    async def asettle(self, reservation: Reservation, actual: int) -> bool:
+        return self.settle(reservation, actual)
+
+    async def arelease(self, reservation: Reservation) -> bool:
+        return self.release(reservation)
+
+    async def astatus(self, counter: Counter) -> CounterStatus:
+        return self.status(counter)
+
+    # -- internals (lock held) ---------------------------------------------
+    def _sweep(self, now: float) -> None:
+        leases, order, ends = self._leases, self._tombstone_order, self._bucket_ends
+        if (not leases or leases[0][0] > now) and (not ends or ends[0][0] > now):
+            # the common case: nothing due, return early
+            if not order:
+                return
+            first = self._tombstones.get(order[0])
+            if first is not None and first.until > now:
+                return
+        for _ in range(_SWEEP_PER_CALL):
+            if not leases or leases[0][0] > now:
+                break
+            _, reservation_id = heapq.heappop(leases)
+            hold = self._holds.pop(reservation_id, None)
+            if hold is None:  # settled or released in time
+                continue
+            for key in hold.buckets:
+                self._buckets[key].held -= hold.amount
+            self._bury(reservation_id, now, expired=True)
+        for _ in range(_SWEEP_PER_CALL):
+            if not order:
+                break
+            tomb = self._tombstones.get(order[0])
+            if tomb is not None and tomb.until > now:
+                break
+            self._tombstones.pop(order.popleft(), None)
+        for _ in range(_SWEEP_PER_CALL):
+            if not ends or ends[0][0] > now:
+                break
+            _, key = heapq.heappop(ends)
+            bucket = self._buckets.get(key)
+            if bucket is not None and bucket.held:  # a late lease still holds on it
+                heapq.heappush(ends, (now + self.grace_s, key))
+            else:
+                self._buckets.pop(key, None)
+
+    def _bury(self, reservation_id: str, now: float, *, expired: bool) -> None:
+        tombstones, order = self._tombstones, self._tombstone_order
+        if reservation_id not in tombstones:
+            order.append(reservation_id)
+            if len(tombstones) >= self.max_tombstones:
+                tombstones.pop(order.popleft(), None)
+        tombstones[reservation_id] = _Tombstone(expired, now + self.tombstone_s)
+
+
+def check_amount(name: str, value: int) -> None:
+    if type(value) is int and value >= 0:  # the common case, checked fast
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ConfigurationError(f"{name}: expected a non-negative int of nano-USD, got {value!r}")

@@ -1,0 +1,250 @@
+"""Redis stores: budgets shared by every process and machine, one Lua script per step.
+
+``RedisStore`` (redis-py) and ``AsyncRedisStore`` (redis.asyncio) only drive
+the plans of ``RedisStoreBase`` and do the I/O; see ``_redis_common`` for the
+logic and docs/redis.md for the data model, cluster and failure behaviour.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Unpack
+
+import redis
+import redis.asyncio
+import redis.asyncio.cluster
+import redis.cluster
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+from tenacity import (
+    AsyncRetrying,
+    Retrying,
+    retry_if_exception,
+    stop_before_delay,
+    wait_random_exponential,
+)
+
+from ..._core.errors import StoreUnavailable
+from ..base import Counter, CounterStatus, Reservation, ReserveOutcome
+from .plans import (
+    SCRIPT_NAMES,
+    LocalReservation,
+    Plan,
+    RedisOptions,
+    RedisStoreBase,
+    ScriptCall,
+    T,
+    is_transient,
+    script_source,
+)
+
+__all__ = ["AsyncRedisStore", "LocalReservation", "RedisStore"]
+
+SyncClient = redis.Redis | redis.cluster.RedisCluster
+AsyncClient = redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster
+
+_URL_DEFAULTS: dict[str, Any] = {"socket_connect_timeout": 1.0, "socket_timeout": 2.0}
+"""Clients we build from a URL: short timeouts and no hidden retries inside
+redis-py, so ``retry_total_s`` really bounds how long a call can wait."""
+
+
+def _retry_policy(total_s: float) -> dict[str, Any]:
+    return {
+        "stop": stop_before_delay(total_s),
+        "wait": wait_random_exponential(multiplier=0.02, max=0.5),
+        "retry": retry_if_exception(is_transient),
+        "reraise": True,
+    }
+
+
+class RedisStore(RedisStoreBase):
+    """``Store`` on Redis or Redis Cluster through redis-py.
+
+    ``client`` is a ``redis.Redis`` / ``redis.cluster.RedisCluster`` or a URL
+    (``cluster=True`` for a cluster URL). Thread-safe: redis-py pools
+    connections and the store keeps no per-call state.
+    """
+
+    def __init__(
+        self, client: SyncClient | str, *, cluster: bool = False, **options: Unpack[RedisOptions]
+    ) -> None:
+        super().__init__(**options)
+        self._owns_client = isinstance(client, str)
+        self.client: SyncClient = (
+            _sync_client(client, cluster) if isinstance(client, str) else client
+        )
+        self._scripts = {
+            name: self.client.register_script(script_source(name)) for name in SCRIPT_NAMES
+        }
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> RedisStore:
+        return cls(url, **options)
+
+    def close(self) -> None:
+        if self._owns_client:
+            self.client.close()
+
+    # -- Store -------------------------------------------------------------------
+    def reserve(
+        self, reservation_id: str, counters: tuple[Counter, ...], amount: int, lease_s: float
+    ) -> ReserveOutcome:
+        try:
+            return self._drive(self.reserve_plan(reservation_id, counters, amount, lease_s))
+        except StoreUnavailable:
+            if self.fail == "closed":
+                raise
+            return self.reserve_locally(reservation_id, counters, amount, lease_s)
+
+    def settle(self, reservation: Reservation, actual: int) -> bool:
+        if isinstance(reservation, LocalReservation):
+            return self.local.settle(reservation, actual)
+        return self._drive(self.settle_plan(reservation, actual))
+
+    def release(self, reservation: Reservation) -> bool:
+        if isinstance(reservation, LocalReservation):
+            return self.local.release(reservation)
+        return self._drive(self.release_plan(reservation))
+
+    def status(self, counter: Counter) -> CounterStatus:
+        try:
+            return self._drive(self.status_plan(counter))
+        except StoreUnavailable:
+            if self.fail == "closed":
+                raise
+            return self.local.status(counter)
+
+    # -- I/O ---------------------------------------------------------------------
+    def _drive(self, plan: Plan[T]) -> T:
+        reply: Any = None
+        error: StoreUnavailable | None = None
+        while True:
+            try:
+                call = plan.send(reply) if error is None else plan.throw(error)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+            try:
+                reply, error = self._execute(call), None
+            except StoreUnavailable as exc:
+                reply, error = None, exc
+
+    def _execute(self, call: ScriptCall) -> Any:
+        how = self._health.admit()
+        if how == "skip":
+            raise self._health.skipped()
+        script = self._scripts[call.script]
+        try:
+            try:
+                reply = script(keys=call.keys, args=call.args)
+            except Exception as exc:
+                if how == "probe" or not is_transient(exc):
+                    raise
+                retrying = Retrying(**_retry_policy(self.retry_total_s))
+                reply = retrying(script, keys=call.keys, args=call.retry_args)
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            raise self._health.failed(exc) from exc
+        self._health.recovered()
+        return reply
+
+
+class AsyncRedisStore(RedisStoreBase):
+    """``AsyncStore`` on Redis or Redis Cluster through redis.asyncio; same
+    options and semantics as ``RedisStore``. Safe to share between tasks."""
+
+    def __init__(
+        self, client: AsyncClient | str, *, cluster: bool = False, **options: Unpack[RedisOptions]
+    ) -> None:
+        super().__init__(**options)
+        self._owns_client = isinstance(client, str)
+        self.client: AsyncClient = (
+            _async_client(client, cluster) if isinstance(client, str) else client
+        )
+        self._scripts = {
+            name: self.client.register_script(script_source(name)) for name in SCRIPT_NAMES
+        }
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> AsyncRedisStore:
+        return cls(url, **options)
+
+    async def aclose(self) -> None:
+        if self._owns_client:
+            await self.client.aclose()
+
+    # -- AsyncStore ----------------------------------------------------------------
+    async def areserve(
+        self, reservation_id: str, counters: tuple[Counter, ...], amount: int, lease_s: float
+    ) -> ReserveOutcome:
+        try:
+            return await self._drive(self.reserve_plan(reservation_id, counters, amount, lease_s))
+        except StoreUnavailable:
+            if self.fail == "closed":
+                raise
+            return self.reserve_locally(reservation_id, counters, amount, lease_s)
+
+    async def asettle(self, reservation: Reservation, actual: int) -> bool:
+        if isinstance(reservation, LocalReservation):
+            return self.local.settle(reservation, actual)
+        return await self._drive(self.settle_plan(reservation, actual))
+
+    async def arelease(self, reservation: Reservation) -> bool:
+        if isinstance(reservation, LocalReservation):
+            return self.local.release(reservation)
+        return await self._drive(self.release_plan(reservation))
+
+    async def astatus(self, counter: Counter) -> CounterStatus:
+        try:
+            return await self._drive(self.status_plan(counter))
+        except StoreUnavailable:
+            if self.fail == "closed":
+                raise
+            return self.local.status(counter)
+
+    # -- I/O -----------------------------------------------------------------------
+    async def _drive(self, plan: Plan[T]) -> T:
+        reply: Any = None
+        error: StoreUnavailable | None = None
+        while True:
+            try:
+                call = plan.send(reply) if error is None else plan.throw(error)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+            try:
+                reply, error = await self._execute(call), None
+            except StoreUnavailable as exc:
+                reply, error = None, exc
+
+    async def _execute(self, call: ScriptCall) -> Any:
+        how = self._health.admit()
+        if how == "skip":
+            raise self._health.skipped()
+        script = self._scripts[call.script]
+        try:
+            try:
+                reply = await script(keys=call.keys, args=call.args)
+            except Exception as exc:
+                if how == "probe" or not is_transient(exc):
+                    raise
+                retrying = AsyncRetrying(**_retry_policy(self.retry_total_s))
+                reply = await retrying(script, keys=call.keys, args=call.retry_args)
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            raise self._health.failed(exc) from exc
+        self._health.recovered()
+        return reply
+
+
+def _sync_client(url: str, cluster: bool) -> SyncClient:
+    if cluster:
+        return redis.cluster.RedisCluster.from_url(url, **_URL_DEFAULTS)
+    return redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), **_URL_DEFAULTS)
+
+
+def _async_client(url: str, cluster: bool) -> AsyncClient:
+    if cluster:
+        return redis.asyncio.cluster.RedisCluster.from_url(url, **_URL_DEFAULTS)
+    from redis.asyncio.retry import Retry as AsyncRetry
+
+    return redis.asyncio.Redis.from_url(url, retry=AsyncRetry(NoBackoff(), 0), **_URL_DEFAULTS)
