@@ -410,3 +410,85 @@ def test_every_call_is_planned_for_its_own_attribution_frames_and_model() -> Non
             admission = admit_cost(10)
             admission.settle_nanos(10)
         assert [counter.subject for counter in admission.counters] == [run.id]
+
+
+def test_one_guard_object_entered_by_two_threads_exiting_first_in_first_out() -> None:
+    """Each entry keeps its own state: the first thread in leaves first, and each
+    thread's run counts only its own calls (a list on the guard mixed them up)."""
+    shared = bg.spend_limit(usd=1, feature="shared")
+    first_in, second_in, first_out = threading.Event(), threading.Event(), threading.Event()
+    runs: dict[str, bg.Run] = {}
+    errors: list[BaseException] = []
+
+    def worker(name: str, calls: int) -> None:
+        try:
+            with shared as run:
+                runs[name] = run
+                for _ in range(calls):
+                    FakeChatModel(seed=calls).complete("gpt-4o-mini", MESSAGES, max_tokens=50)
+                if name == "first":
+                    first_in.set()
+                    assert second_in.wait(5)
+                else:
+                    second_in.set()
+                    assert first_out.wait(5)
+            if name == "first":
+                first_out.set()
+        except BaseException as error:  # surfaced below, in the test's thread
+            errors.append(error)
+            first_in.set()
+            second_in.set()
+            first_out.set()
+
+    first = threading.Thread(target=worker, args=("first", 2))
+    first.start()
+    assert first_in.wait(5)
+    second = threading.Thread(target=worker, args=("second", 3))
+    second.start()
+    first.join(5)
+    second.join(5)
+    assert errors == []
+    assert (runs["first"].calls, runs["second"].calls) == (2, 3)
+    assert runs["first"].id != runs["second"].id
+
+
+async def test_one_guard_object_entered_by_two_tasks_exiting_first_in_first_out() -> None:
+    shared = bg.spend_limit(usd=1)
+    first_in, second_in, first_out = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    model = FakeChatModel(seed=3)
+
+    async def first() -> bg.Run:
+        async with shared as run:
+            await model.acomplete("gpt-4o-mini", MESSAGES, max_tokens=50)
+            first_in.set()
+            await second_in.wait()
+        first_out.set()
+        return run
+
+    async def second() -> bg.Run:
+        await first_in.wait()
+        async with shared as run:
+            second_in.set()
+            await first_out.wait()
+            await model.acomplete("gpt-4o-mini", MESSAGES, max_tokens=50)
+            await model.acomplete("gpt-4o-mini", MESSAGES, max_tokens=50)
+        return run
+
+    one, two = await asyncio.wait_for(asyncio.gather(first(), second()), 5)
+    assert (one.calls, two.calls) == (1, 2)
+
+
+def test_leaving_a_guard_never_entered_here_is_an_error() -> None:
+    with pytest.raises(RuntimeError, match="not entered"):
+        bg.spend_limit(usd=1).__exit__(None, None, None)
+
+
+def test_call_records_carry_decimal_dollars_beside_nanos() -> None:
+    records: list[bg.CallRecord] = []
+    bg.configure(listeners=[records.append])
+    FakeChatModel(seed=2).complete("gpt-4o-mini", MESSAGES, max_tokens=40)
+    (record,) = records
+    assert record.cost > 0 and record.estimate >= record.cost
+    assert record.cost_usd == bg.Money(record.cost).usd_amount
+    assert record.estimate_usd == bg.Money(record.estimate).usd_amount
+    assert isinstance(record.cost_usd, Decimal)

@@ -32,6 +32,7 @@ __all__ = [
     "admit",
     "admit_after",
     "admit_cost",
+    "admit_flow",
     "worst_case",
 ]
 
@@ -195,38 +196,47 @@ def worst_case(settings: Settings, request: LLMRequest, model: str) -> int:
     return rates.worst_case(input_tokens, output_tokens)
 
 
-def _start(request: LLMRequest | None, model: str | None, cost: int | None) -> AdmissionState:
+def admit_flow(
+    settings: Settings,
+    request: LLMRequest | None = None,
+    *,
+    model: str | None = None,
+    cost: int | None = None,
+) -> Flow[Admission]:
+    """Admit a call under the frames active now: ``request`` is estimated at its worst
+    case, or ``cost`` (nano-USD) is reserved as given (``estimate=``)."""
     frames = active_frames()
-    return AdmissionState(
-        settings=current(),
+    state = AdmissionState(
+        settings=settings,
         frames=frames,
         who=attribution_of(frames),
         request=request,
         model=request.model if request else model,
         fixed_cost=cost,
     )
+    return admission_flow(state)
 
 
 def admit(request: LLMRequest) -> Admission:
     """Estimate ``request``'s worst case and reserve it in every counter in force."""
-    state = _start(request, None, None)
-    return run(admission_flow(state), state.settings.store)
+    settings = current()
+    return run(admit_flow(settings, request), settings.store)
 
 
 async def aadmit(request: LLMRequest) -> Admission:
-    state = _start(request, None, None)
-    return await arun(admission_flow(state), state.settings.async_store)
+    settings = current()
+    return await arun(admit_flow(settings, request), settings.async_store)
 
 
 def admit_cost(nanos: int, *, model: str | None = None) -> Admission:
     """Reserve a known worst case (``estimate=``) for code we cannot estimate."""
-    state = _start(None, model, nanos)
-    return run(admission_flow(state), state.settings.store)
+    settings = current()
+    return run(admit_flow(settings, model=model, cost=nanos), settings.store)
 
 
 async def aadmit_cost(nanos: int, *, model: str | None = None) -> Admission:
-    state = _start(None, model, nanos)
-    return await arun(admission_flow(state), state.settings.async_store)
+    settings = current()
+    return await arun(admit_flow(settings, model=model, cost=nanos), settings.async_store)
 
 
 def admit_after(model: str | None = None) -> Admission:

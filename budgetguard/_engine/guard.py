@@ -21,17 +21,17 @@ from decimal import Decimal
 from types import TracebackType
 from typing import Any, ParamSpec, TypedDict, TypeVar, Unpack, overload
 
-from .._core.attribution import Frame, RunTally, attribution_of
+from .._core.attribution import Frame, RunTally
 from .._core.errors import ConfigurationError, UsageError
 from .._core.money import UsdLike, nanos_to_usd, usd_to_nanos
 from .._core.policy import Limit, OnExceed
 from .._core.usage import Usage
-from ..stores.drive import Flow, arun, run
+from ..stores.drive import Flow, Invoke, arun, run
 from . import frames
 from .admission import Admission
 from .binder import Binder, bind
 from .config import Settings, current
-from .flow import AdmissionState, admission_flow, admit_after
+from .flow import admit_after, admit_flow
 from .ids import new_id
 
 __all__ = ["Guard", "GuardOptions", "Run", "budget", "spend_limit"]
@@ -212,16 +212,7 @@ class Guard:
         try:
             nanos = self._estimate_nanos(args, kwargs, fn)
             if nanos is not None:
-                stack = frames.active_frames()
-                state = AdmissionState(
-                    settings=settings,
-                    frames=stack,
-                    who=attribution_of(stack),
-                    request=None,
-                    model=self._model,
-                    fixed_cost=nanos,
-                )
-                admission = yield from admission_flow(state)
+                admission = yield from admit_flow(settings, model=self._model, cost=nanos)
         except BaseException:
             frames.pop(token)
             raise
@@ -343,32 +334,36 @@ class Guard:
             @functools.wraps(fn)
             async def async_guarded(*args: P.args, **kwargs: P.kwargs) -> Any:
                 settings = current()
-                store = settings.async_store
-                entry = await arun(self._enter(settings, args, kwargs, binder), store)
-                try:
-                    result = await fn(*args, **kwargs)
-                except BaseException:
-                    await arun(self._leave(entry, failed=True), store)
-                    raise
-                await arun(self._leave(entry, failed=False, returned=True, result=result), store)
-                return result
+                return await arun(
+                    self._call(settings, fn, args, kwargs, binder), settings.async_store
+                )
 
             return async_guarded
 
         @functools.wraps(fn)
         def guarded(*args: P.args, **kwargs: P.kwargs) -> Any:
             settings = current()
-            store = settings.store
-            entry = run(self._enter(settings, args, kwargs, binder), store)
-            try:
-                result = fn(*args, **kwargs)
-            except BaseException:
-                run(self._leave(entry, failed=True), store)
-                raise
-            run(self._leave(entry, failed=False, returned=True, result=result), store)
-            return result
+            return run(self._call(settings, fn, args, kwargs, binder), settings.store)
 
         return guarded
+
+    def _call(
+        self,
+        settings: Settings,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        binder: Binder,
+    ) -> Flow[Any]:
+        """One call of the decorated function: enter, call (or await) it, leave."""
+        entry = yield from self._enter(settings, args, kwargs, binder)
+        try:
+            result = yield Invoke(functools.partial(fn, *args, **kwargs))
+        except BaseException:
+            yield from self._leave(entry, failed=True)
+            raise
+        yield from self._leave(entry, failed=False, returned=True, result=result)
+        return result
 
 
 def _fixed_nanos(estimate: Estimate) -> int | None:

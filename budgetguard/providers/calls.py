@@ -14,14 +14,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .._core.attribution import attribution_of
 from .._core.errors import UsageError
 from .._core.records import LLMRequest
 from .._core.usage import Usage
 from .._engine.admission import Admission
 from .._engine.config import Settings
-from .._engine.flow import AdmissionState, admission_flow
-from .._engine.frames import active_frames
+from .._engine.flow import admit_flow
 from ..pricing.tokens import estimate_tokens
 from ..stores.drive import Flow, Invoke
 from .base import Adapter
@@ -61,16 +59,7 @@ class PreparedCall:
             kwargs["model"] = admission.model
 
     def admit(self, settings: Settings) -> Flow[Admission]:
-        frames = active_frames()
-        state = AdmissionState(
-            settings=settings,
-            frames=frames,
-            who=attribution_of(frames),
-            request=self.request,
-            model=self.request.model,
-            fixed_cost=None,
-        )
-        return admission_flow(state)
+        return admit_flow(settings, self.request)
 
 
 def describe(error: BaseException) -> str:

@@ -36,7 +36,7 @@ from ..stores.drive import Flow, Invoke, arun, run
 from .base import Adapter, Surface
 from .calls import PreparedCall, StreamMeter, call_flow, describe
 from .registry import ADAPTERS, adapters_for
-from .streams import AsyncGuardedStream, GuardedStream, afinish, finish
+from .streams import AsyncGuardedStream, GuardedStream
 
 __all__ = ["instrument"]
 
@@ -46,13 +46,24 @@ C = TypeVar("C")
 _MARK = "_budgetguard_instrumented"
 
 
+def _prepare(
+    original: Callable[..., Any],
+    adapter: Adapter,
+    surface: Surface,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> tuple[Flow[tuple[Any, StreamMeter | None]], Settings]:
+    """The call's flow, and the settings (store) it runs on."""
+    settings = current()
+    streaming = surface.streams and kwargs.get("stream") is True
+    call = PreparedCall.prepare(adapter, kwargs, stream=streaming)
+    return call_flow(call, settings, original, args, kwargs), settings
+
+
 def _guard_sync(original: Callable[..., Any], adapter: Adapter, surface: Surface) -> Any:
     @functools.wraps(original)
     def guarded(*args: Any, **kwargs: Any) -> Any:
-        streaming = surface.streams and kwargs.get("stream") is True
-        call = PreparedCall.prepare(adapter, kwargs, stream=streaming)
-        settings = current()
-        flow = call_flow(call, settings, original, args, kwargs)
+        flow, settings = _prepare(original, adapter, surface, args, kwargs)
         result, meter = run(flow, settings.store)
         return result if meter is None else GuardedStream(result, meter)
 
@@ -63,10 +74,7 @@ def _guard_sync(original: Callable[..., Any], adapter: Adapter, surface: Surface
 def _guard_async(original: Callable[..., Any], adapter: Adapter, surface: Surface) -> Any:
     @functools.wraps(original)
     async def guarded(*args: Any, **kwargs: Any) -> Any:
-        streaming = surface.streams and kwargs.get("stream") is True
-        call = PreparedCall.prepare(adapter, kwargs, stream=streaming)
-        settings = current()
-        flow = call_flow(call, settings, original, args, kwargs)
+        flow, settings = _prepare(original, adapter, surface, args, kwargs)
         result, meter = await arun(flow, settings.async_store)
         return result if meter is None else AsyncGuardedStream(result, meter)
 
@@ -91,8 +99,10 @@ class _StreamManager:
         self._kwargs = kwargs
         self._manager: Any = None
         self._meter: StreamMeter | None = None
+        self._settings: Settings | None = None
 
     def _enter(self, settings: Settings, *, is_async: bool) -> Flow[Any]:
+        self._settings = settings
         call = PreparedCall.prepare(self._adapter, self._kwargs, stream=True)
         admission = yield from call.admit(settings)
         try:
@@ -128,17 +138,23 @@ class _StreamManager:
         stream = await arun(self._enter(settings, is_async=True), settings.async_store)
         return self._wrap(stream, AsyncGuardedStream)
 
+    def _exit(self, exc_info: tuple[Any, Any, Any], *, is_async: bool) -> Flow[None]:
+        """Close the SDK's manager, then settle what its stream consumed."""
+        close = self._manager.__aexit__ if is_async else self._manager.__exit__
+        try:
+            yield Invoke(functools.partial(close, *exc_info))
+        finally:
+            if self._meter is not None:
+                yield from self._meter.finish_flow()
+
     def __exit__(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        try:
-            self._manager.__exit__(exc_type, exc, tb)
-        finally:
-            if self._meter is not None:
-                finish(self._meter)
+        assert self._settings is not None
+        run(self._exit((exc_type, exc, tb), is_async=False), self._settings.store)
 
     async def __aexit__(
         self,
@@ -146,11 +162,8 @@ class _StreamManager:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        try:
-            await self._manager.__aexit__(exc_type, exc, tb)
-        finally:
-            if self._meter is not None:
-                await afinish(self._meter)
+        assert self._settings is not None
+        await arun(self._exit((exc_type, exc, tb), is_async=True), self._settings.async_store)
 
 
 def _guard_stream_manager(original: Callable[..., Any], adapter: Adapter) -> Any:

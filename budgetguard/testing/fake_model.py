@@ -14,7 +14,9 @@ from typing import Any
 
 from .._core.records import LLMRequest
 from .._core.usage import Usage
-from .._engine.flow import aadmit, admit
+from .._engine.config import Settings, current
+from .._engine.flow import admit_flow
+from ..stores.drive import Flow, arun, run
 
 __all__ = ["FakeChatModel"]
 
@@ -71,33 +73,34 @@ class FakeChatModel:
             },
         }
 
-    def complete(
-        self, model: str, messages: Sequence[Mapping[str, Any]], *, max_tokens: int = 512
-    ) -> dict[str, Any]:
-        admission = admit(LLMRequest(model=model, messages=messages, max_tokens=max_tokens))
+    def _complete(
+        self, settings: Settings, model: str, messages: Sequence[Mapping[str, Any]], max_tokens: int
+    ) -> Flow[dict[str, Any]]:
+        request = LLMRequest(model=model, messages=messages, max_tokens=max_tokens)
+        admission = yield from admit_flow(settings, request)
         used = admission.model or model
         try:
             prompt_tokens = _prompt_tokens(used, messages)
             text, usage = self._answer(used, prompt_tokens, max_tokens)
         except BaseException:
-            admission.release()
+            yield from admission.release_flow()
             raise
-        admission.settle(usage, model=used)
+        yield from admission.settle_flow(admission.price(usage, used), model=used, usage=usage)
         return self._response(used, text, usage)
+
+    def complete(
+        self, model: str, messages: Sequence[Mapping[str, Any]], *, max_tokens: int = 512
+    ) -> dict[str, Any]:
+        settings = current()
+        return run(self._complete(settings, model, messages, max_tokens), settings.store)
 
     async def acomplete(
         self, model: str, messages: Sequence[Mapping[str, Any]], *, max_tokens: int = 512
     ) -> dict[str, Any]:
-        admission = await aadmit(LLMRequest(model=model, messages=messages, max_tokens=max_tokens))
-        used = admission.model or model
-        try:
-            prompt_tokens = _prompt_tokens(used, messages)
-            text, usage = self._answer(used, prompt_tokens, max_tokens)
-        except BaseException:
-            await admission.arelease()
-            raise
-        await admission.asettle(usage, model=used)
-        return self._response(used, text, usage)
+        settings = current()
+        return await arun(
+            self._complete(settings, model, messages, max_tokens), settings.async_store
+        )
 
 
 def _prompt_tokens(model: str, messages: Sequence[Mapping[str, Any]]) -> int:

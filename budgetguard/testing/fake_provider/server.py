@@ -17,20 +17,25 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from .replies import Json, RecordedRequest, Reply
 
-if TYPE_CHECKING:
-    from . import FakeProvider
+__all__ = ["Cut", "Handler", "Route", "Script", "Server", "new_id", "pieces"]
 
-__all__ = ["Cut", "Handler", "Route", "Server", "new_id", "pieces"]
+
+class Script(Protocol):
+    """What the server asks of its owner (``FakeProvider``): the next reply, and a record."""
+
+    def next_reply(self) -> Reply: ...
+
+    def record(self, request: RecordedRequest) -> None: ...
 
 
 class Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
-    provider: FakeProvider
+    provider: Script
     routes: tuple[Route, ...]
 
     def handle_error(self, request: object, client_address: object) -> None:
