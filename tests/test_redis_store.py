@@ -23,6 +23,7 @@ import redis
 from conftest import free_port, start_redis_server
 
 from budgetguard._core.errors import ConfigurationError, StoreUnavailable
+from budgetguard._core.money import MAX_NANOS as MAX_EXACT
 from budgetguard._core.windows import CALENDAR_WINDOWS, window_span
 from budgetguard.stores import (
     AsyncRedisStore,
@@ -34,7 +35,6 @@ from budgetguard.stores import (
     Store,
 )
 from budgetguard.stores.redis import LocalReservation
-from budgetguard.stores.redis.plans import MAX_EXACT
 
 DOLLAR = 1_000_000_000
 
@@ -381,13 +381,20 @@ def test_a_killed_process_hold_is_freed_after_its_lease(store: RedisStore, redis
             child.wait()
 
 
-def test_a_sweep_is_bounded_and_a_backlog_drains(store: RedisStore) -> None:
+def test_a_sweep_is_bounded_and_a_backlog_drains(
+    store: RedisStore, redis_client: redis.Redis
+) -> None:
+    """A reserve that fits frees 64 expired leases; a status (or a denial) frees them all,
+    so it never shows a hold whose lease is over."""
     c = counter("backlog", limit=10_000)
     for _ in range(150):
         granted(store, (c,), 1, lease=0.05)
     time.sleep(0.1)
-    helds = [store.status(c).held for _ in range(3)]
-    assert helds == [150 - 64, 150 - 128, 0]
+    leases = store.index_key(c.tag)
+    granted(store, (c,), 1, lease=60)
+    assert redis_client.zcard(leases) == 150 - 64 + 1
+    assert store.status(c).held == 1
+    assert redis_client.zcard(leases) == 1
 
 
 # -- outages -------------------------------------------------------------------------------
@@ -507,3 +514,22 @@ def test_status_of_an_unused_counter_is_empty(store: RedisStore) -> None:
     start, end = window_span("week", time.time())
     assert (status.spent, status.held, status.window_start, status.resets_at) == (0, 0, start, end)
     assert status.remaining == 1_000
+
+
+def test_a_tag_broken_by_an_expired_zero_hold_is_repaired(
+    store: RedisStore, redis_client: redis.Redis
+) -> None:
+    """Earlier versions left a $0 lease behind whose sweep failed forever (HINCRBY "-0"),
+    breaking every reserve, settle and status of its hash tag. Planted as they left it,
+    the next script sweeps it cleanly."""
+    c = counter("victim", limit=1_000)
+    bucket = store.bucket_key(c, 0)
+    record = store.lease_key(c.tag, "old-zero")
+    redis_client.hset(bucket, mapping={"spent": 0, "held": 0})
+    redis_client.hset(record, mapping={"s": "held", "a": "0", "e": "1000", "k": f'["{bucket}"]'})
+    redis_client.zadd(store.index_key(c.tag), {"old-zero": 1000})
+    reservation = granted(store, (c,), 300)
+    assert store.settle(reservation, 120)
+    status = store.status(c)
+    assert (status.spent, status.held) == (120, 0)
+    assert redis_client.hget(record, "s") == b"expired"

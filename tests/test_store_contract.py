@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from budgetguard._core.errors import ConfigurationError
+from budgetguard._core.money import MAX_NANOS
 from budgetguard._core.windows import window_span
 from budgetguard.stores import (
     AsyncRedisStore,
@@ -74,6 +75,10 @@ class Backend:
 
     async def status(self, counter: Counter) -> CounterStatus:
         result: CounterStatus = await self._do("status", counter)
+        return result
+
+    async def renew(self, reservation: Reservation, lease_s: float) -> float | None:
+        result: float | None = await self._do("renew", reservation, lease_s)
         return result
 
 
@@ -279,3 +284,92 @@ async def test_counters_are_separate(backend: Backend) -> None:
     reservation = await backend.granted((a,), 100)
     await backend.settle(reservation, 100)
     assert (await backend.status(b)).spent == 0
+
+
+# -- issue 11: defects found by an adversarial run, one test each ----------------------
+
+
+async def test_a_zero_hold_expires_without_breaking_its_tag(backend: Backend) -> None:
+    """A $0 reservation (a free model, estimate=0) used to make every later script of
+    its hash tag fail once its lease expired ("-0" is no integer to HINCRBY)."""
+    free, other = counter("free"), counter("other")
+    await backend.granted((free,), 0, lease_s=LEASE)
+    await backend.wait(LEASE + 0.15)
+    reservation = await backend.granted((other,), 10)  # sweeps the expired $0 hold
+    assert await backend.settle(reservation, 10)
+    assert (await backend.status(free)).held == 0
+    zero = await backend.granted((free,), 0)
+    assert await backend.settle(zero, 0)
+    assert (await backend.status(free)).spent == 0
+
+
+@pytest.mark.parametrize("amount", [0, 1, MAX_NANOS])
+async def test_amounts_at_the_bounds_are_exact(backend: Backend, amount: int) -> None:
+    c = counter(limit=MAX_NANOS)
+    reservation = await backend.granted((c,), amount)
+    assert (await backend.status(c)).held == amount
+    assert await backend.settle(reservation, amount)
+    status = await backend.status(c)
+    assert (status.spent, status.held, status.overrun) == (amount, 0, 0)
+
+
+@pytest.mark.parametrize("bad", [MAX_NANOS + 1, 10**19, -1])
+async def test_out_of_range_amounts_are_refused_before_anything_changes(
+    backend: Backend, bad: int
+) -> None:
+    c = counter(limit=1_000)
+    with pytest.raises(ConfigurationError, match="amount"):
+        await backend.reserve((c,), bad)
+    reservation = await backend.granted((c,), 10)
+    with pytest.raises(ConfigurationError, match="actual"):
+        await backend.settle(reservation, bad)
+    with pytest.raises(ConfigurationError, match="limit"):
+        await backend.reserve((counter("big", limit=bad),), 1)
+    status = await backend.status(c)
+    assert (status.spent, status.held) == (0, 10)  # the hold is intact, nothing charged
+    assert await backend.settle(reservation, 7)  # and the right amount still settles
+    assert (await backend.status(c)).spent == 7
+
+
+async def test_cost_above_the_reservation_is_charged_and_counted_as_overrun(
+    backend: Backend,
+) -> None:
+    c = counter(limit=1_000)
+    reservation = await backend.granted((c,), 100)
+    assert await backend.settle(reservation, 250)  # a provider that ignored max_tokens
+    status = await backend.status(c)
+    assert (status.spent, status.held, status.overrun) == (250, 0, 150)
+    pinned = backend.store.pin(uuid.uuid4().hex, (c,))  # charged after the fact: all overrun
+    assert await backend.settle(pinned, 40)
+    assert (await backend.status(c)).overrun == 190
+
+
+async def test_a_denial_and_a_status_never_count_expired_holds(backend: Backend) -> None:
+    """After a mass crash the sweep used to free 64 leases per call: a call that fit the
+    free budget was refused, and status showed phantom holds."""
+    c = counter(limit=1_000)
+    for _ in range(200):
+        await backend.granted((c,), 5, lease_s=LEASE)
+    await backend.wait(LEASE + 0.15)
+    reservation = await backend.granted((c,), 900)  # would be refused by 136 phantom holds
+    assert (await backend.status(c)).held == 900
+    await backend.release(reservation)
+    for _ in range(150):
+        await backend.granted((c,), 5, lease_s=LEASE)
+    await backend.wait(LEASE + 0.15)
+    assert (await backend.status(c)).held == 0  # the status itself sweeps every due lease
+
+
+async def test_renew_keeps_a_live_hold_past_its_first_lease(backend: Backend) -> None:
+    c = counter(limit=1_000)
+    reservation = await backend.granted((c,), 600, lease_s=LEASE)
+    renewed = await backend.renew(reservation, 5.0)
+    assert renewed is not None and renewed > reservation.expires_at
+    await backend.wait(LEASE + 0.15)
+    assert (await backend.status(c)).held == 600  # still held: others cannot spend it
+    assert isinstance(await backend.reserve((c,), 500), Denial)
+    assert await backend.settle(reservation, 200)
+    assert await backend.renew(reservation, 5.0) is None  # settled: nothing to renew
+    expired = await backend.granted((c,), 100, lease_s=LEASE)
+    await backend.wait(LEASE + 0.15)
+    assert await backend.renew(expired, 5.0) is None  # too late: the lease already ran out

@@ -61,11 +61,16 @@ ReserveOutcome = Reservation | Denial
 
 @dataclass(frozen=True, slots=True)
 class CounterStatus:
+    """One counter's current bucket: settled ``spent``, ``held`` by calls in flight, and
+    ``overrun``, the part of ``spent`` that was never reserved (a provider billing past
+    the reserved worst case, or a call charged after the fact)."""
+
     counter: Counter
     spent: int
     held: int
     window_start: int
     resets_at: int | None
+    overrun: int = 0
 
     @property
     def remaining(self) -> int:

@@ -19,6 +19,10 @@ from .errors import ConfigurationError
 NANOS_PER_USD = 1_000_000_000
 _NANO = Decimal(1) / NANOS_PER_USD
 
+MAX_NANOS = 2**53 - 1
+"""The largest amount any store holds: about $9,007,199. Redis Lua compares money as
+doubles, exact up to here; every store refuses more, before doing anything."""
+
 UsdLike = Decimal | int | float | str
 
 
@@ -47,6 +51,21 @@ def to_decimal(value: UsdLike, *, field: str = "usd") -> Decimal:
 def usd_to_nanos(value: UsdLike, *, field: str = "usd") -> int:
     """USD -> nano-USD, rounding sub-nano fractions up (a budget never under-counts a cost)."""
     return int((to_decimal(value, field=field) * NANOS_PER_USD).to_integral_value(ROUND_CEILING))
+
+
+def check_nanos(value: object, *, field: str) -> int:
+    """``value`` as an amount a store can hold: an int in [0, MAX_NANOS], else a
+    ConfigurationError naming ``field``."""
+    if type(value) is int and 0 <= value <= MAX_NANOS:  # the common case, checked fast
+        return value
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ConfigurationError(f"{field}: expected an int of nano-USD, got {value!r}")
+    if value < 0:
+        raise ConfigurationError(f"{field}: must be >= 0 nano-USD, got {value}")
+    raise ConfigurationError(
+        f"{field}: {value} nano-USD is above the largest amount a store holds "
+        f"({MAX_NANOS}, about ${MAX_NANOS // NANOS_PER_USD:,})"
+    )
 
 
 def nanos_to_usd(nanos: int) -> Decimal:

@@ -15,6 +15,11 @@ whole job is three atomic operations with the same meaning in every backend:
     actual cost, once.
 ``release``
     Drop the hold without charging (the call failed before costing anything).
+``renew``
+    Extend a live hold's lease while its call is still in flight.
+
+Every amount is an int of nano-USD in [0, ``MAX_NANOS``]; a store refuses any
+other before changing anything (``_core.money.check_nanos``).
 
 Sync and async shells call differently named methods (``reserve`` /
 ``areserve``), so one object may serve both, as ``MemoryStore`` does.
@@ -51,6 +56,11 @@ class Store(Protocol):
 
     def status(self, counter: Counter) -> CounterStatus: ...
 
+    def renew(self, reservation: Reservation, lease_s: float) -> float | None:
+        """Extend a live hold's lease to ``lease_s`` from now (a call still in flight):
+        its new end, epoch seconds, or None when the hold is already gone."""
+        ...
+
     def pin(self, reservation_id: str, counters: tuple[Counter, ...]) -> Reservation:
         """A reservation that holds nothing, pinned to the counters' current buckets
         (no I/O): settling it charges after the fact, once, with no limit check -
@@ -69,6 +79,8 @@ class AsyncStore(Protocol):
     async def arelease(self, reservation: Reservation) -> bool: ...
 
     async def astatus(self, counter: Counter) -> CounterStatus: ...
+
+    async def arenew(self, reservation: Reservation, lease_s: float) -> float | None: ...
 
     def pin(self, reservation_id: str, counters: tuple[Counter, ...]) -> Reservation:
         """As ``Store.pin``: no I/O, so not a coroutine."""

@@ -27,6 +27,7 @@ __all__ = [
     "Invoke",
     "Op",
     "Release",
+    "Renew",
     "Reserve",
     "Settle",
     "Sleep",
@@ -63,6 +64,12 @@ class Status:
 
 
 @dataclass(frozen=True, slots=True)
+class Renew:
+    reservation: Reservation
+    lease_s: float
+
+
+@dataclass(frozen=True, slots=True)
 class Sleep:
     seconds: float
 
@@ -84,7 +91,7 @@ class Invoke:
     fn: Callable[[], Any]
 
 
-Op = Reserve | Settle | Release | Status | Sleep | Compute | Invoke
+Op = Reserve | Settle | Release | Status | Renew | Sleep | Compute | Invoke
 Flow = Generator[Op, Any, T]
 """A procedure as data: yields operations, receives their results, returns its own."""
 
@@ -128,6 +135,8 @@ def run(flow: Flow[T], store: Store | None) -> T:
                 reply = target.release(op.reservation)
             elif type(op) is Status:
                 reply = target.status(op.counter)
+            elif type(op) is Renew:
+                reply = target.renew(op.reservation, op.lease_s)
             elif type(op) is Sleep:
                 time.sleep(op.seconds)
                 reply = None
@@ -160,6 +169,8 @@ async def arun(flow: Flow[T], store: AsyncStore | None) -> T:
                 reply = await target.arelease(op.reservation)
             elif type(op) is Status:
                 reply = await target.astatus(op.counter)
+            elif type(op) is Renew:
+                reply = await target.arenew(op.reservation, op.lease_s)
             elif type(op) is Sleep:
                 await asyncio.sleep(op.seconds)
                 reply = None

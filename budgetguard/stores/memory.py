@@ -10,19 +10,24 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .._core.errors import ConfigurationError
+from .._core.money import check_nanos
 from .._core.windows import SpanCache, window_span
 from .base import Counter, CounterStatus, Denial, Reservation, ReserveOutcome
 
-__all__ = ["MemoryStore", "check_amount"]
+__all__ = ["MemoryStore"]
 
 _SWEEP_PER_CALL = 64
 """Expired leases freed per operation: bounded work, like the Redis scripts."""
+_SWEEP_BEFORE_ANSWER = 10_240
+"""Before a denial or a status, every due lease is swept (up to this many): neither
+ever counts a hold whose lease is over."""
 
 
 @dataclass(slots=True)
 class _Bucket:
     spent: int = 0
     held: int = 0
+    overrun: int = 0
 
 
 @dataclass(slots=True)
@@ -80,29 +85,24 @@ class MemoryStore:
     def reserve(
         self, reservation_id: str, counters: tuple[Counter, ...], amount: int, lease_s: float
     ) -> ReserveOutcome:
-        check_amount("amount", amount)
+        check_nanos(amount, field="amount")
+        for counter in counters:
+            check_nanos(counter.limit, field="limit")
         with self._lock:
             now = self.clock()
             self._sweep(now)
             if reservation_id in self._holds or reservation_id in self._tombstones:
                 raise ConfigurationError(f"reservation_id {reservation_id!r} was already used")
+            checked = self._check(counters, amount, now)
+            if isinstance(checked, Denial) and self._leases and self._leases[0][0] <= now:
+                # Expired holds must not refuse anyone: sweep every due lease, look again.
+                self._sweep(now, _SWEEP_BEFORE_ANSWER)
+                checked = self._check(counters, amount, now)
+            if isinstance(checked, Denial):
+                return checked
+            pinned, keys, found = checked
             buckets = self._buckets
             span = self._spans.span
-            pinned: list[tuple[Counter, int]] = []
-            keys: list[tuple[str, int]] = []
-            found: list[_Bucket | None] = []
-            for counter in counters:
-                start, end = span(counter.window, now, counter.tz)
-                key = (counter.key, start)
-                bucket = buckets.get(key)
-                if bucket is None:
-                    if amount > counter.limit:
-                        return Denial(counter, 0, 0, amount, end, now)
-                elif bucket.spent + bucket.held + amount > counter.limit:
-                    return Denial(counter, bucket.spent, bucket.held, amount, end, now)
-                pinned.append((counter, start))
-                keys.append(key)
-                found.append(bucket)
             for (counter, _), key, seen in zip(pinned, keys, found, strict=True):
                 # Looked up again when it was missing: a key listed twice holds twice.
                 bucket = seen if seen is not None else buckets.get(key)
@@ -118,8 +118,32 @@ class MemoryStore:
             heapq.heappush(self._leases, (expires_at, reservation_id))
             return Reservation(reservation_id, amount, tuple(pinned), expires_at)
 
+    def _check(
+        self, counters: tuple[Counter, ...], amount: int, now: float
+    ) -> Denial | tuple[list[tuple[Counter, int]], list[tuple[str, int]], list[_Bucket | None]]:
+        """The first counter that cannot take ``amount``, else each counter's bucket."""
+        buckets = self._buckets
+        span = self._spans.span
+        pinned: list[tuple[Counter, int]] = []
+        keys: list[tuple[str, int]] = []
+        found: list[_Bucket | None] = []
+        for counter in counters:
+            start, end = span(counter.window, now, counter.tz)
+            key = (counter.key, start)
+            bucket = buckets.get(key)
+            if bucket is None:
+                if amount > counter.limit:
+                    return Denial(counter, 0, 0, amount, end, now)
+            elif bucket.spent + bucket.held + amount > counter.limit:
+                return Denial(counter, bucket.spent, bucket.held, amount, end, now)
+            pinned.append((counter, start))
+            keys.append(key)
+            found.append(bucket)
+        return pinned, keys, found
+
     def settle(self, reservation: Reservation, actual: int) -> bool:
-        check_amount("actual", actual)
+        check_nanos(actual, field="actual")
+        overrun = max(0, actual - reservation.amount)
         with self._lock:
             now = self.clock()
             self._sweep(now)
@@ -129,10 +153,11 @@ class MemoryStore:
                 for key in hold.buckets:
                     bucket = buckets.get(key)
                     if bucket is None:
-                        buckets[key] = _Bucket(actual, -hold.amount)
+                        buckets[key] = _Bucket(actual, -hold.amount, overrun)
                     else:
                         bucket.held -= hold.amount
                         bucket.spent += actual
+                        bucket.overrun += overrun
             else:
                 tomb = self._tombstones.get(reservation.id)
                 if tomb is not None and not tomb.expired:
@@ -143,7 +168,7 @@ class MemoryStore:
                 for counter, start in reservation.buckets:
                     bucket = buckets.get((counter.key, start))
                     if bucket is None:
-                        buckets[counter.key, start] = _Bucket(actual, 0)
+                        buckets[counter.key, start] = _Bucket(actual, 0, overrun)
                         end = window_span(counter.window, start, counter.tz)[1]
                         if end is not None:
                             heapq.heappush(
@@ -151,6 +176,7 @@ class MemoryStore:
                             )
                     else:
                         bucket.spent += actual
+                        bucket.overrun += overrun
             self._bury(reservation.id, now, expired=False)
             return True
 
@@ -169,10 +195,23 @@ class MemoryStore:
     def status(self, counter: Counter) -> CounterStatus:
         with self._lock:
             now = self.clock()
-            self._sweep(now)
+            self._sweep(now, _SWEEP_BEFORE_ANSWER)
             start, end = self._spans.span(counter.window, now, counter.tz)
             bucket = self._buckets.get((counter.key, start)) or _Bucket()
-            return CounterStatus(counter, bucket.spent, bucket.held, start, end)
+            return CounterStatus(counter, bucket.spent, bucket.held, start, end, bucket.overrun)
+
+    def renew(self, reservation: Reservation, lease_s: float) -> float | None:
+        """Extend a live hold's lease to ``lease_s`` from now: its new end, or None when
+        the hold is gone (settled, released, or its lease already ran out)."""
+        with self._lock:
+            now = self.clock()
+            self._sweep(now)
+            hold = self._holds.get(reservation.id)
+            if hold is None:
+                return None
+            hold.expires_at = now + lease_s
+            heapq.heappush(self._leases, (hold.expires_at, reservation.id))
+            return hold.expires_at
 
     def pin(self, reservation_id: str, counters: tuple[Counter, ...]) -> Reservation:
         with self._lock:
@@ -196,8 +235,11 @@ class MemoryStore:
     async def astatus(self, counter: Counter) -> CounterStatus:
         return self.status(counter)
 
+    async def arenew(self, reservation: Reservation, lease_s: float) -> float | None:
+        return self.renew(reservation, lease_s)
+
     # -- internals (lock held) ---------------------------------------------
-    def _sweep(self, now: float) -> None:
+    def _sweep(self, now: float, batch: int = _SWEEP_PER_CALL) -> None:
         leases, order, ends = self._leases, self._tombstone_order, self._bucket_ends
         if (not leases or leases[0][0] > now) and (not ends or ends[0][0] > now):
             # the common case: nothing due, return early
@@ -206,13 +248,14 @@ class MemoryStore:
             first = self._tombstones.get(order[0])
             if first is not None and first.until > now:
                 return
-        for _ in range(_SWEEP_PER_CALL):
+        for _ in range(batch):
             if not leases or leases[0][0] > now:
                 break
             _, reservation_id = heapq.heappop(leases)
-            hold = self._holds.pop(reservation_id, None)
-            if hold is None:  # settled or released in time
+            hold = self._holds.get(reservation_id)
+            if hold is None or hold.expires_at > now:  # settled, released, or renewed
                 continue
+            del self._holds[reservation_id]
             for key in hold.buckets:
                 self._buckets[key].held -= hold.amount
             self._bury(reservation_id, now, expired=True)
@@ -240,10 +283,3 @@ class MemoryStore:
             if len(tombstones) >= self.max_tombstones:
                 tombstones.pop(order.popleft(), None)
         tombstones[reservation_id] = _Tombstone(expired, now + self.tombstone_s)
-
-
-def check_amount(name: str, value: int) -> None:
-    if type(value) is int and value >= 0:  # the common case, checked fast
-        return
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ConfigurationError(f"{name}: expected a non-negative int of nano-USD, got {value!r}")

@@ -113,6 +113,11 @@ class RedisStore(RedisStoreBase):
                 raise
             return self.local.status(counter)
 
+    def renew(self, reservation: Reservation, lease_s: float) -> float | None:
+        if isinstance(reservation, LocalReservation):
+            return self.local.renew(reservation, lease_s)
+        return self._drive(self.renew_plan(reservation, lease_s))
+
     # -- I/O ---------------------------------------------------------------------
     def _drive(self, plan: Plan[T]) -> T:
         reply: Any = None
@@ -200,6 +205,11 @@ class AsyncRedisStore(RedisStoreBase):
             if self.fail == "closed":
                 raise
             return self.local.status(counter)
+
+    async def arenew(self, reservation: Reservation, lease_s: float) -> float | None:
+        if isinstance(reservation, LocalReservation):
+            return self.local.renew(reservation, lease_s)
+        return await self._drive(self.renew_plan(reservation, lease_s))
 
     # -- I/O -----------------------------------------------------------------------
     async def _drive(self, plan: Plan[T]) -> T:

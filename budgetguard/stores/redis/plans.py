@@ -25,9 +25,10 @@ from typing import Any, Final, TypedDict, TypeVar
 from redis import exceptions as rx
 
 from ..._core.errors import ConfigurationError, StoreUnavailable
+from ..._core.money import check_nanos
 from ..._core.windows import CALENDAR_WINDOWS, SpanCache, window_span
 from ..base import Counter, CounterStatus, Denial, Reservation, ReserveOutcome
-from ..memory import MemoryStore, check_amount
+from ..memory import MemoryStore
 from .health import Fail, Health, ServerClock
 
 __all__ = [
@@ -46,9 +47,7 @@ T = TypeVar("T")
 Plan = Generator["ScriptCall", Any, T]
 """A store operation as data: yields script calls, receives replies, returns the result."""
 
-SCRIPT_NAMES: Final = ("reserve", "settle", "release", "status")
-MAX_EXACT: Final = 2**53 - 1
-"""Lua compares money as doubles: exact up to here (about $9M in nano-USD)."""
+SCRIPT_NAMES: Final = ("reserve", "settle", "release", "status", "renew")
 _MAX_MOVES: Final = 5
 """Reserve attempts when the client's guess of the server clock picked a stale bucket."""
 
@@ -190,8 +189,7 @@ class RedisStoreBase:
     ) -> Plan[ReserveOutcome]:
         """All counters of a tag in one script; tags one after another, rolled
         back if a later one denies (at worst a brief false denial, never an overspend)."""
-        check_amount("amount", amount)
-        _check_exact("amount", amount)
+        check_nanos(amount, field="amount")
         for counter in counters:
             _check_counter(counter)
         lease_ms = max(1, round(lease_s * 1000))
@@ -234,10 +232,17 @@ class RedisStoreBase:
 
     def settle_plan(self, reservation: Reservation, actual: int) -> Plan[bool]:
         """One settle script per tag; True if any of them charged (each is idempotent)."""
-        check_amount("actual", actual)
+        check_nanos(actual, field="actual")
+        overrun = max(0, actual - reservation.amount)
         applied = False
         for tag, buckets in _by_tag_pinned(reservation.buckets):
-            args: list[str | int] = [self.tag_prefix(tag), *self._common, reservation.id, actual]
+            args: list[str | int] = [
+                self.tag_prefix(tag),
+                *self._common,
+                reservation.id,
+                actual,
+                overrun,
+            ]
             for counter, start in buckets:
                 args += (
                     _bucket_end(counter.window, counter.tz, start),
@@ -269,9 +274,33 @@ class RedisStoreBase:
             if int(reply[0]) == 2:
                 self._clock.learn(reply[1])
                 continue
-            self._clock.learn(reply[3])
-            return CounterStatus(counter, int(reply[1]), int(reply[2]), start, end)
+            self._clock.learn(reply[4])
+            spent, held, overrun = int(reply[1]), int(reply[2]), int(reply[3])
+            return CounterStatus(counter, spent, held, start, end, overrun)
         raise _moving_clock()
+
+    def renew_plan(self, reservation: Reservation, lease_s: float) -> Plan[float | None]:
+        """Extend a live hold's lease by ``lease_s`` from now: its new end (epoch s, the
+        earliest over its tags), or None when the hold is gone (settled, released, or
+        its lease already ran out)."""
+        lease_ms = max(1, round(lease_s * 1000))
+        expires: float | None = None
+        for tag, buckets in _by_tag_pinned(reservation.buckets):
+            args: list[str | int] = [*self._head(tag), reservation.id, lease_ms]
+            for counter, start in buckets:
+                args += (
+                    _bucket_end(counter.window, counter.tz, start),
+                    _EXPIRY_MODES.get(counter.window, "t"),
+                )
+            keys = self._pinned_keys(reservation.id, tag, buckets)
+            reply = yield ScriptCall("renew", keys, tuple(args))
+            if not int(reply[0]):
+                self._clock.learn(reply[1])
+                return None
+            self._clock.learn(reply[2])
+            ends = int(reply[1]) / 1000
+            expires = ends if expires is None else min(expires, ends)
+        return expires
 
     # -- fail-open -------------------------------------------------------------
     def reserve_locally(
@@ -352,15 +381,8 @@ class RedisStoreBase:
                 )
 
 
-def _check_exact(name: str, value: int) -> None:
-    if value > MAX_EXACT:
-        raise ConfigurationError(
-            f"{name}: {value} nano-USD is above 2**53, which Redis Lua cannot compare exactly"
-        )
-
-
 def _check_counter(counter: Counter) -> None:
-    _check_exact("limit", counter.limit)
+    check_nanos(counter.limit, field="limit")
     if not counter.tag or "}" in counter.tag:
         raise ConfigurationError(
             f"tag: expected a non-empty hash tag without '}}', got {counter.tag!r}"

@@ -10,6 +10,9 @@
 -- Comparisons use tonumber(), exact below 2^53 nano-USD (the client checks).
 
 local SWEEP_PER_CALL = 64
+-- Before a denial or a status, expired holds are swept up to this many, so
+-- neither ever counts a hold whose lease is over (a mass crash leaves thousands).
+local SWEEP_BEFORE_ANSWER = 10240
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -37,9 +40,11 @@ local function touch(key, mode, end_s, until_ms, now, grace)
   end
 end
 
--- Never resurrect an expired bucket as a negative hold.
+-- Never resurrect an expired bucket as a negative hold. A hold of 0 has
+-- nothing to drop (and HINCRBY refuses "-0", which once broke every script of
+-- the tag at its next sweep).
 local function drop_hold(key, amount)
-  if redis.call('EXISTS', key) == 1 then
+  if amount and amount ~= '0' and redis.call('EXISTS', key) == 1 then
     redis.call('HINCRBY', key, 'held', '-' .. amount)
   end
 end
@@ -53,8 +58,8 @@ end
 -- Free up to SWEEP_PER_CALL expired leases of this tag. Their records and
 -- bucket keys are not in KEYS (no client knows them in advance) but carry
 -- the same {tag}, so they live in this script's slot: see docs/redis.md.
-local function sweep(tag_prefix, leases, now, tomb_ms)
-  local due = redis.call('ZRANGEBYSCORE', leases, '-inf', now, 'LIMIT', 0, SWEEP_PER_CALL)
+local function sweep(tag_prefix, leases, now, tomb_ms, batch)
+  local due = redis.call('ZRANGEBYSCORE', leases, '-inf', now, 'LIMIT', 0, batch or SWEEP_PER_CALL)
   for _, id in ipairs(due) do
     local record = tag_prefix .. ':r:' .. id
     local rec = redis.call('HMGET', record, 's', 'a', 'k')
@@ -65,8 +70,16 @@ local function sweep(tag_prefix, leases, now, tomb_ms)
       bury(record, 'expired', tomb_ms)
     end
   end
-  if #due > 0 then
-    redis.call('ZREM', leases, unpack(due))
+  for i = 1, #due, 1000 do  -- unpack() of a long list overflows Lua's stack
+    redis.call('ZREM', leases, unpack(due, i, math.min(i + 999, #due)))
+  end
+  return #due
+end
+
+-- Sweep what is due (up to SWEEP_BEFORE_ANSWER) before answering "no" or "held".
+local function sweep_due(tag_prefix, leases, now, tomb_ms)
+  if redis.call('ZCOUNT', leases, '-inf', now) > 0 then
+    sweep(tag_prefix, leases, now, tomb_ms, SWEEP_BEFORE_ANSWER)
   end
 end
 

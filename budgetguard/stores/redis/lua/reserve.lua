@@ -2,7 +2,7 @@
 --
 -- KEYS[1]   lease record of this reservation (hash: s=state, a=amount, e=expiry ms, k=bucket keys)
 -- KEYS[2]   lease index of the tag (sorted set: reservation id scored by expiry ms)
--- KEYS[3..] one bucket hash per counter (fields spent, held), same {tag}
+-- KEYS[3..] one bucket hash per counter (fields spent, held, overrun), same {tag}
 -- ARGV[1..3] tag prefix, tombstone ms, grace ms (see prelude.lua)
 -- ARGV[4]   reservation id        ARGV[5] amount        ARGV[6] lease ms
 -- ARGV[7]   "1" when re-sent after a lost reply (an identical live hold is then ours)
@@ -44,13 +44,27 @@ end
 
 local amount = tonumber(ARGV[5])
 local fresh = {}
-for i = 1, n do
-  local v = redis.call('HMGET', KEYS[i + 2], 'spent', 'held')
-  local spent, held = v[1] or '0', v[2] or '0'
-  if tonumber(spent) + tonumber(held) + amount > tonumber(arg(i, 0)) then
-    return {1, i, spent, held, now}
+-- The first counter that cannot take the amount: {index, spent, held}, or nil.
+local function first_denial()
+  for i = 1, n do
+    local v = redis.call('HMGET', KEYS[i + 2], 'spent', 'held')
+    local spent, held = v[1] or '0', v[2] or '0'
+    if tonumber(spent) + tonumber(held) + amount > tonumber(arg(i, 0)) then
+      return {i, spent, held}
+    end
+    fresh[i] = not (v[1] or v[2])
   end
-  fresh[i] = not (v[1] or v[2])
+  return nil
+end
+
+local denied = first_denial()
+if denied then
+  -- Expired holds must not refuse anyone: sweep every due lease, then look again.
+  sweep_due(ARGV[1], KEYS[2], now, ARGV[2])
+  denied = first_denial()
+  if denied then
+    return {1, denied[1], denied[2], denied[3], now}
+  end
 end
 
 local expires = now + tonumber(ARGV[6])

@@ -4,7 +4,8 @@
 -- KEYS[3..] the bucket hashes the reservation pinned, same {tag}
 -- ARGV[1..3] tag prefix, tombstone ms, grace ms (see prelude.lua)
 -- ARGV[4]   reservation id        ARGV[5] actual cost
--- ARGV[6..] two per bucket: bucket end s (-1: none), expiry mode c|r|t
+-- ARGV[6]   overrun: how much of the cost was never reserved (actual - amount, or 0)
+-- ARGV[7..] two per bucket: bucket end s (-1: none), expiry mode c|r|t
 --
 -- Returns 1 when this call charged the cost, 0 when it was already settled
 -- or released. A lease that expired (tombstone "expired", or no record left)
@@ -26,9 +27,12 @@ for i = 3, #KEYS do
     drop_hold(KEYS[i], rec[2])
   end
   redis.call('HINCRBY', KEYS[i], 'spent', ARGV[5])
+  if ARGV[6] ~= '0' then
+    redis.call('HINCRBY', KEYS[i], 'overrun', ARGV[6])
+  end
   -- A live hold's bucket got its expiry at reserve; after a lost lease the
   -- bucket may be gone and this HINCRBY just created it.
-  local at = 6 + (i - 3) * 2
+  local at = 7 + (i - 3) * 2
   if not held or ARGV[at + 1] == 'r' then
     touch(KEYS[i], ARGV[at + 1], ARGV[at], now, now, grace)
   end
