@@ -36,4 +36,4 @@ def close_to(actual: Decimal, expected: Decimal) -> bool:
 
 
 def user() -> Any:
-    return bg.status("user", "u1")
+    return bg.status("user", "u1", tenant=None)

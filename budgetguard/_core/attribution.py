@@ -41,6 +41,8 @@ class Frame:
     limits: tuple[Limit, ...]
     on_exceed: OnExceed | None
     tally: RunTally
+    name: str | None = None
+    """Names the frame in errors (``spend_limit(name="agent")``): which run refused."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,8 @@ class Counter:
     subject: str = ""
     tag: str = "global"
     tz: str = "UTC"
+    label: str = ""
+    """What to call it in errors when ``subject`` means nothing to a person (a run's name)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -69,7 +69,7 @@ def exceeded(denial: Denial | CapDenial, model: str | None) -> BudgetExceeded:
         retry_after = timedelta(seconds=max(0.0, denial.resets_at - denial.now))
     return BudgetExceeded(
         scope=counter.scope,
-        key=counter.subject if counter.scope not in ("global", "run") else "",
+        key=counter.label or (counter.subject if counter.scope not in ("global", "run") else ""),
         limit=nanos_to_usd(counter.limit),
         spent=nanos_to_usd(denial.spent),
         held=nanos_to_usd(denial.held),

@@ -36,9 +36,10 @@ class BudgetExceeded(BudgetError):
 
     Amounts are ``Decimal`` USD. ``spent`` counts settled spend in the current
     window, ``held`` what concurrent calls have reserved but not settled yet,
-    ``requested`` this call's worst-case estimate. ``retry_after`` is when the
-    window resets, or ``None`` when waiting would not help (the request alone
-    exceeds the limit, or the window never resets).
+    ``requested`` this call's worst-case estimate. ``retry_after`` (a
+    ``timedelta``; ``retry_after_s`` in seconds, e.g. for a Retry-After header)
+    is when the window resets, or ``None`` when waiting would not help (the
+    request alone exceeds the limit, or the window never resets).
     """
 
     def __init__(
@@ -64,6 +65,11 @@ class BudgetExceeded(BudgetError):
         self.retry_after = retry_after
         self.model = model
         super().__init__(self._message())
+
+    @property
+    def retry_after_s(self) -> float | None:
+        """``retry_after`` in seconds (None: waiting would not help)."""
+        return None if self.retry_after is None else self.retry_after.total_seconds()
 
     def _message(self) -> str:
         where = f"{self.scope}={self.key!r}" if self.key else self.scope

@@ -39,12 +39,17 @@ def _subject(limit: Limit, who: Attribution, model: str | None) -> str | None:
 
 
 def _counter(limit: Limit, subject: str, who: Attribution, tz: str) -> Counter:
-    if limit.scope == "run":  # one per frame: caching would only evict the others
-        return _make_counter(limit, subject, who.tenant, tz)
     return _cached_counter(limit, subject, who.tenant, tz)
 
 
-def _make_counter(limit: Limit, subject: str, tenant: str | None, tz: str) -> Counter:
+def _run_counter(limit: Limit, frame: Frame, who: Attribution, tz: str) -> Counter:
+    # One per frame: caching would only evict the others.
+    return _make_counter(limit, frame.id, who.tenant, tz, frame.name or "")
+
+
+def _make_counter(
+    limit: Limit, subject: str, tenant: str | None, tz: str, label: str = ""
+) -> Counter:
     window = limit.resolved_window
     tenant_tag = escape(tenant) if tenant else "global"
     if limit.scope == "user" and tenant:
@@ -61,6 +66,7 @@ def _make_counter(limit: Limit, subject: str, tenant: str | None, tz: str) -> Co
         subject=subject,
         tag=tag,
         tz=tz,
+        label=label,
     )
 
 
@@ -86,7 +92,7 @@ def plan_counters(
             continue
         if scope == "run":
             for frame in frames:
-                _keep_tightest(chosen, _counter(limit, frame.id, who, tz))
+                _keep_tightest(chosen, _run_counter(limit, frame, who, tz))
             continue
         subject = _subject(limit, who, model)
         if subject is not None and (limit.key is None or limit.key == subject):
@@ -95,7 +101,10 @@ def plan_counters(
         for limit in frame.limits:
             if limit.scope == "request":
                 continue
-            subject = frame.id if limit.scope == "run" else _subject(limit, who, model)
+            if limit.scope == "run":
+                _keep_tightest(chosen, _run_counter(limit, frame, who, tz))
+                continue
+            subject = _subject(limit, who, model)
             if subject is not None and (limit.key is None or limit.key == subject):
                 _keep_tightest(chosen, _counter(limit, subject, who, tz))
     return tuple(chosen.values())

@@ -27,7 +27,9 @@ class LLMRequest:
     provider: str | None = None
 
 
-Outcome = Literal["ok", "downgraded", "denied", "error"]
+Outcome = Literal["ok", "downgraded", "denied", "error", "unpriced"]
+"""``unpriced``: the call was made but its usage could not be read or priced, so it was
+charged conservatively (its reservation); ``error`` says why."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +57,13 @@ class CallRecord:
     reservation_id: str | None
     counters: tuple[Counter, ...]
     error: str | None = None
+    refused_by: Counter | None = None
+    """For a denial: the limit that refused (None: the per-request cap)."""
+
+    @property
+    def overrun(self) -> int:
+        """nano-USD billed above what was reserved (0 when the hold covered the bill)."""
+        return max(0, self.cost - self.estimate)
 
     @property
     def cost_usd(self) -> Decimal:

@@ -10,16 +10,28 @@ from decimal import Decimal
 from .._core.attribution import Attribution, Frame
 from .._core.counters import Counter, Reservation
 from .._core.errors import StoreUnavailable, UnknownModel
-from .._core.money import nanos_to_usd
+from .._core.money import check_nanos, nanos_to_usd
 from .._core.records import CallRecord, Outcome
 from .._core.usage import Usage
 from ..stores.drive import Flow, Release, Settle, arun, run
 from .config import Settings
-from .owed import unapplied
+from .upkeep import OwedSettle, unapplied, upkeep
 
-__all__ = ["Admission", "emit"]
+__all__ = ["Admission", "emit", "warn_once"]
 
 log = logging.getLogger("budgetguard")
+
+_warned: set[tuple[object, ...]] = set()
+
+
+def warn_once(key: tuple[object, ...], message: str, *args: object) -> None:
+    """Log ``message`` once per ``key`` (e.g. per provider, model and cause) per process."""
+    if key in _warned:
+        return
+    if len(_warned) > 10_000:
+        _warned.clear()
+    _warned.add(key)
+    log.warning(message, *args)
 
 
 def emit(settings: Settings, record: CallRecord) -> None:
@@ -84,7 +96,9 @@ class Admission:
         return prices.rates(self.model, self.provider).cost(usage)
 
     # -- the procedures, written once ------------------------------------------
-    def _finish(self, nanos: int, model: str | None, usage: Usage | None = None) -> bool:
+    def _finish(
+        self, nanos: int, model: str | None, usage: Usage | None, unpriced: str | None
+    ) -> bool:
         if self.cost is not None:
             return False
         self.cost = nanos
@@ -92,7 +106,20 @@ class Admission:
         self.usage = usage
         for frame in self.frames:
             frame.tally.add(nanos)
-        self._record("downgraded" if self.downgraded else "ok")
+        if unpriced is not None:
+            self._record("unpriced", unpriced)
+        else:
+            self._record("downgraded" if self.downgraded else "ok")
+        if self.estimate and nanos > self.estimate:
+            warn_once(
+                ("overrun", self.provider, self.used_model),
+                "budgetguard: a %s call was billed $%s, above the $%s reserved for it: the "
+                "provider billed past the output cap, or the input estimate fell short "
+                "(counted as overrun in status; logged once per provider and model)",
+                self.used_model,
+                nanos_to_usd(nanos),
+                nanos_to_usd(self.estimate),
+            )
         return True
 
     def _record(self, outcome: Outcome, error: str | None = None) -> None:
@@ -121,16 +148,37 @@ class Admission:
         )
 
     def settle_flow(
-        self, nanos: int, *, model: str | None = None, usage: Usage | None = None
+        self,
+        nanos: int,
+        *,
+        model: str | None = None,
+        usage: Usage | None = None,
+        unpriced: str | None = None,
     ) -> Flow[Decimal]:
-        """Charge ``nanos``: replace the hold by it (once; a second settle changes nothing)."""
-        if self._finish(nanos, model, usage) and self.reservation is not None:
+        """Charge ``nanos``: replace the hold by it (once; a second settle changes nothing).
+
+        ``unpriced``: why the usage could not be read, when ``nanos`` is a conservative
+        charge (recorded as ``outcome="unpriced"``). A bad amount is refused before
+        anything is recorded, so a corrected settle still goes through.
+        """
+        check_nanos(nanos, field="nanos")
+        reservation = self.reservation
+        if self._finish(nanos, model, usage, unpriced) and reservation is not None:
+            settings = self.settings
             try:
-                yield Settle(self.reservation, nanos)
+                yield Settle(reservation, nanos)
             except StoreUnavailable:
-                unapplied.keep(self.reservation, nanos)
+                owed = OwedSettle(reservation, nanos, settings.store, settings.async_store)
+                unapplied.keep(owed)  # its lease stays renewed until the settle lands
+                upkeep.wake_for_owed()
             else:
-                yield from unapplied.flush()
+                if upkeep.untrack(reservation.id):
+                    log.warning(
+                        "budgetguard: call %s settled after its lease had run out ($%s)",
+                        reservation.id,
+                        nanos_to_usd(nanos),
+                    )
+                yield from unapplied.flush(settings.store, settings.async_store)
         return nanos_to_usd(self.cost or 0)
 
     def release_flow(self, error: str | None = None) -> Flow[None]:
@@ -140,6 +188,7 @@ class Admission:
         self.cost = 0
         self._record("error", error)
         if self.reservation is not None:
+            upkeep.untrack(self.reservation.id)
             try:
                 yield Release(self.reservation)
             except StoreUnavailable:

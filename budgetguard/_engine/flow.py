@@ -24,6 +24,7 @@ from .admission import Admission, emit
 from .config import Settings, current
 from .frames import active_frames
 from .ids import new_id
+from .upkeep import unapplied, upkeep
 
 __all__ = [
     "aadmit",
@@ -90,6 +91,9 @@ class AdmissionState:
         return step
 
     def admission(self, reservation: Reservation | None) -> Admission:
+        settings = self.settings
+        if reservation is not None:
+            upkeep.track(reservation, settings.policy.lease_s, settings.store, settings.async_store)
         return Admission(
             requested_model=self.request.model if self.request else self.model,
             model=self.model,
@@ -102,7 +106,7 @@ class AdmissionState:
             counters=self.counters,
         )
 
-    def denied(self, error: Exception) -> None:
+    def denied(self, error: Exception, refused_by: Counter | None) -> None:
         """Tell the listeners about a refused call (the ledger's "denied" rows)."""
         if not self.settings.listeners:
             return
@@ -125,13 +129,17 @@ class AdmissionState:
                 reservation_id=None,
                 counters=self.counters,
                 error=str(error),
+                refused_by=refused_by,
             ),
         )
 
 
 def admission_flow(state: AdmissionState) -> Flow[Admission]:
     """Reserve the call's worst case on every counter in force, or refuse it."""
-    lease = state.settings.policy.lease_s
+    settings = state.settings
+    lease = settings.policy.lease_s
+    if unapplied:  # settles kept during an outage land before anything new is reserved
+        yield from unapplied.flush(settings.store, settings.async_store)
     while True:
         outcome: Reservation | Denial | core.CapDenial | None = state.prepare()
         if outcome is None and state.counters:
@@ -144,7 +152,7 @@ def admission_flow(state: AdmissionState) -> Flow[Admission]:
         if isinstance(step, core.Wait):
             yield Sleep(step.seconds)
         elif isinstance(step, core.Refuse):
-            state.denied(step.error)
+            state.denied(step.error, outcome.counter if isinstance(outcome, Denial) else None)
             raise step.error
 
 

@@ -26,10 +26,13 @@ from .._core.errors import ConfigurationError, UsageError
 from .._core.money import UsdLike, nanos_to_usd, usd_to_nanos
 from .._core.policy import Limit, OnExceed
 from .._core.usage import Usage
+from ..providers.fields import model_of
+from ..providers.registry import usage_from_response
 from ..stores.drive import Flow, Invoke, arun, run
 from . import frames
 from .admission import Admission
 from .binder import Binder, bind
+from .charges import Charge, looks_like_a_response, priced, unpriced, worst_case_of
 from .config import Settings, current
 from .flow import admit_after, admit_flow
 from .ids import new_id
@@ -41,6 +44,11 @@ R = TypeVar("R")
 
 Attr = str | Callable[..., str | None] | None
 Estimate = UsdLike | Callable[..., UsdLike] | None
+
+_EMPTY_ID = (
+    "{field}: an empty string is not an id (an empty request header?); pass None for a "
+    "call with no {field}, else it would escape every {field} limit"
+)
 
 
 class Run:
@@ -125,7 +133,11 @@ class Guard:
         on_exceed: OnExceed | None = None,
         estimate: Estimate = None,
         model: str | None = None,
+        name: str | None = None,
     ) -> None:
+        if name is not None and (not isinstance(name, str) or not name):
+            raise ConfigurationError(f"name: expected a non-empty string, got {name!r}")
+        self._name = name
         self._usd = None if usd is None else usd_to_nanos(usd, field="usd")
         if self._usd is not None and self._usd < 0:
             raise ConfigurationError(f"usd: must be >= 0, got {usd!r}")
@@ -140,9 +152,11 @@ class Guard:
                 f"on_exceed: expected 'raise', 'downgrade' or 'block', got {on_exceed!r}"
             )
         self._attrs = {"tenant": tenant, "user": user, "feature": feature}
-        for name, value in self._attrs.items():
+        for field, value in self._attrs.items():
+            if value == "":
+                raise ConfigurationError(_EMPTY_ID.format(field=field))
             if value is not None and not isinstance(value, str) and not callable(value):
-                raise ConfigurationError(f"{name}: expected a str or a callable, got {value!r}")
+                raise ConfigurationError(f"{field}: expected a str or a callable, got {value!r}")
         self._tags = dict(tags or {})
         self._on_exceed = on_exceed
         self._estimate = estimate
@@ -164,16 +178,18 @@ class Guard:
         else:
             resolved: dict[str, str | None] = {}
             bound: dict[str, Any] | None = None
-            for name, value in self._attrs.items():
+            for field, value in self._attrs.items():
                 if callable(value):
                     if bound is None:
                         bound = bind(fn, args, kwargs)
                     result = value(**bound)
                     if result is not None and not isinstance(result, str):
                         result = str(result)
-                    resolved[name] = result
+                    if result == "":
+                        raise ConfigurationError(_EMPTY_ID.format(field=field))
+                    resolved[field] = result
                 else:
-                    resolved[name] = value
+                    resolved[field] = value
             tenant, user, feature = resolved["tenant"], resolved["user"], resolved["feature"]
         return Frame(
             id=new_id(),
@@ -184,6 +200,7 @@ class Guard:
             limits=self._limits,
             on_exceed=self._on_exceed,
             tally=RunTally(),
+            name=self._name,
         )
 
     def _estimate_nanos(
@@ -227,58 +244,58 @@ class Guard:
         response is charged now, after the fact (``returned``).
         """
         run_ = entry.run
-        admission = entry.admission
+        admission, charge = entry.admission, None
         if admission is None and returned and not run_.calls:
-            admission = self._admit_after(result, run_)  # reads the frames: before the pop
+            after = self._after_the_fact(result)  # reads the frames: before the pop
+            if after is not None:
+                admission, charge = after
         calls = run_.calls
         frames.pop(entry.token)
         if admission is None:
             return
-        actual = -1 if failed else self._actual(admission, run_, result, calls)
-        if actual < 0:
+        if not failed and charge is None:
+            charge = self._charge(admission, run_, result, calls)
+        if charge is None:  # failed, or instrumented calls inside paid for themselves
             yield from admission.release_flow()
         else:
-            yield from admission.settle_flow(actual)
+            yield from charge.settle(admission)
 
-    def _actual(self, admission: Admission, run_: Run, result: object, calls: int) -> int:
-        """What an ``estimate=`` call cost: recorded, read from its result, else the estimate
-        (-1: instrumented calls inside already paid for themselves)."""
+    def _charge(self, admission: Admission, run_: Run, result: object, calls: int) -> Charge | None:
+        """What an ``estimate=`` call cost: recorded with ``run.record``, read from its
+        result, else the estimate (None: instrumented calls inside paid for themselves)."""
         if run_._actual is not None:
-            return run_._actual
-        pending = run_._pending
-        if pending is not None:
-            response, usage, model = pending
-            if usage is not None:
-                return admission.price(usage, model or self._model)
-            result = response
-        if result is not None:
-            from ..providers.registry import usage_from_response
-
-            found = usage_from_response(result)
+            return Charge(run_._actual, None, None)
+        response, usage, model = run_._pending or (result, None, None)
+        model = model or self._model
+        if usage is not None:
+            return priced(admission, "estimate=", usage, model)
+        if response is not None:
+            try:
+                found = usage_from_response(response)
+            except UsageError as error:
+                return unpriced(admission, "estimate=", model, str(error))
             if found is not None:
-                model, usage = found
-                return admission.price(usage, model or self._model)
-        if calls:
-            return -1
-        return admission.estimate
+                return priced(admission, "estimate=", found[1], found[0] or model)
+        return None if calls else Charge(admission.estimate, None, None)
 
-    def _admit_after(self, result: object, run_: Run) -> Admission | None:
+    def _after_the_fact(self, result: object) -> tuple[Admission, Charge] | None:
         """No estimate reserved this call and no instrumented client inside paid for
         it, yet it returned a provider response: the money is spent, so charge it
         now, to every budget in force (after the fact, so without a limit check)."""
         if result is None:
             return None
-        from ..providers.registry import usage_from_response
-
         try:
             found = usage_from_response(result)
-        except UsageError:
-            return None  # something else with a "usage" field: not ours to break
+        except UsageError as error:
+            if not looks_like_a_response(result):
+                return None  # something else with a "usage" field: not ours to charge
+            admission = admit_after(self._model or model_of(result))
+            return admission, worst_case_of(admission, "@budget", str(error))
         if found is None:
             return None
-        model, usage = found
-        run_._pending = (result, usage, model)  # settled from this, not parsed again
-        return admit_after(model or self._model)
+        model = found[0] or self._model
+        admission = admit_after(model)
+        return admission, priced(admission, "@budget", found[1], model)
 
     # -- context manager ---------------------------------------------------------
     def _push_entry(self, entry: _Entry) -> Run:
@@ -387,6 +404,7 @@ class GuardOptions(TypedDict, total=False):
     on_exceed: OnExceed | None
     estimate: Estimate
     model: str | None
+    name: str | None
 
 
 def budget(usd: UsdLike | None = None, **options: Unpack[GuardOptions]) -> Guard:
@@ -400,7 +418,10 @@ def budget(usd: UsdLike | None = None, **options: Unpack[GuardOptions]) -> Guard
     a worst case for code that calls no instrumented client; the call is then
     settled from the provider response it returns, else charged the estimate.
     ``model`` names the model for model-scoped limits and for pricing that
-    response. Also usable as ``with budget(...)``.
+    response; ``name`` names the frame in errors (which run refused). An empty
+    string as ``tenant`` / ``user`` / ``feature`` (or returned by a callable) is
+    refused with a ConfigurationError: it would otherwise escape every limit of
+    its scope. Also usable as ``with budget(...)``.
     """
     return Guard(usd, **options)
 

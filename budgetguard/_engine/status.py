@@ -28,6 +28,8 @@ class BudgetStatus:
     held: Decimal
     remaining: Decimal
     resets_at: datetime | None
+    overrun: Decimal = Decimal(0)
+    """The part of ``spent`` that was never reserved: calls billed above their hold."""
 
     @classmethod
     def of(cls, raw: CounterStatus) -> BudgetStatus:
@@ -41,11 +43,26 @@ class BudgetStatus:
             held=nanos_to_usd(raw.held),
             remaining=nanos_to_usd(raw.remaining),
             resets_at=None if raw.resets_at is None else datetime.fromtimestamp(raw.resets_at, UTC),
+            overrun=nanos_to_usd(raw.overrun),
         )
 
 
+class _Unset:
+    """No ``tenant=`` given (``tenant=None`` is a statement: a user with no tenant)."""
+
+    def __repr__(self) -> str:
+        return "<not given>"
+
+
+UNSET = _Unset()
+
+
 def _counter_for(
-    settings: Settings, scope: Scope, key: str | None, window: str | None, tenant: str | None
+    settings: Settings,
+    scope: Scope,
+    key: str | None,
+    window: str | None,
+    tenant: str | _Unset | None,
 ) -> Counter:
     limits = [
         limit
@@ -67,6 +84,13 @@ def _counter_for(
         )
     if scope != "global" and key is None:
         raise ConfigurationError(f"key: which {scope}? pass key=")
+    if isinstance(tenant, _Unset):
+        if scope == "user":
+            raise ConfigurationError(
+                "tenant: users are counted within their tenant; pass tenant='acme', or "
+                "tenant=None for a user whose calls carry no tenant"
+            )
+        tenant = None
     who = Attribution(
         tenant=key if scope == "tenant" else tenant,
         user=key if scope == "user" else None,
@@ -87,12 +111,18 @@ def _status_flow(counter: Counter) -> Flow[BudgetStatus]:
 
 
 def status(
-    scope: Scope, key: str | None = None, *, window: str | None = None, tenant: str | None = None
+    scope: Scope,
+    key: str | None = None,
+    *,
+    window: str | None = None,
+    tenant: str | _Unset | None = UNSET,
 ) -> BudgetStatus:
-    """Limit, spent, held, remaining and reset time of one configured limit.
+    """Limit, spent, held, overrun, remaining and reset time of one configured limit.
 
     ``bg.status("user", "u-42", tenant="acme")``: users are counted within
-    their tenant, so name it when calls carry one.
+    their tenant, so a user's status needs ``tenant=`` (``tenant=None`` for a
+    user whose calls carry none) - asking without it used to show $0 for a
+    user who spent under a tenant.
     """
     settings = current()
     counter = _counter_for(settings, scope, key, window, tenant)
@@ -100,7 +130,11 @@ def status(
 
 
 async def astatus(
-    scope: Scope, key: str | None = None, *, window: str | None = None, tenant: str | None = None
+    scope: Scope,
+    key: str | None = None,
+    *,
+    window: str | None = None,
+    tenant: str | _Unset | None = UNSET,
 ) -> BudgetStatus:
     settings = current()
     counter = _counter_for(settings, scope, key, window, tenant)

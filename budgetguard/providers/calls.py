@@ -16,16 +16,15 @@ from typing import Any
 
 from .._core.errors import UsageError
 from .._core.records import LLMRequest
-from .._core.usage import Usage
 from .._engine.admission import Admission
+from .._engine.charges import Charge, charge_response, priced, unpriced
 from .._engine.config import Settings
 from .._engine.flow import admit_flow
 from ..pricing.tokens import estimate_tokens
 from ..stores.drive import Flow, Invoke
 from .base import Adapter
-from .registry import usage_from_response
 
-__all__ = ["Charge", "PreparedCall", "StreamMeter", "call_flow", "charge_response", "describe"]
+__all__ = ["PreparedCall", "StreamMeter", "call_flow", "describe"]
 
 log = logging.getLogger("budgetguard")
 
@@ -66,34 +65,6 @@ def describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
 
 
-@dataclass(frozen=True, slots=True)
-class Charge:
-    """What to settle a call with: nano-USD, and the usage and model it came from."""
-
-    nanos: int
-    usage: Usage | None
-    model: str | None
-    error: UsageError | None = None
-
-
-def charge_response(admission: Admission, result: object, where: str) -> Charge:
-    """What a complete response costs; its estimate when its usage cannot be read."""
-    try:
-        found = usage_from_response(result)
-    except UsageError as error:
-        log.error("budgetguard: %s: %s; charging the estimate", where, error)
-        return Charge(admission.estimate, None, None, error)
-    if found is None:
-        log.warning(
-            "budgetguard: %s returned %s without usage; charging the estimate",
-            where,
-            type(result).__name__,
-        )
-        return Charge(admission.estimate, None, None)
-    model, usage = found
-    return Charge(admission.price(usage, model), usage, model)
-
-
 class StreamMeter:
     """Follows one stream and settles it exactly once, however it ends."""
 
@@ -103,10 +74,17 @@ class StreamMeter:
         self.tracker = call.adapter.tracker()
         self.finished = False
         self.blind = False  # events cannot be seen: charge the estimate
+        self.unreadable: str | None = None  # a usage block could not be read: why
 
     def feed(self, event: object) -> bool:
-        """Track ``event``; False when it is the injected usage chunk the caller never asked for."""
-        self.tracker.feed(event)
+        """Track ``event``; False when it is the injected usage chunk the caller never asked for.
+
+        A malformed usage block never breaks the caller's stream: it is remembered,
+        and the stream is charged its reservation when it ends."""
+        try:
+            self.tracker.feed(event)
+        except UsageError as error:
+            self.unreadable = self.unreadable or str(error)
         if self.call.hide_usage_chunk:
             choices = getattr(event, "choices", None)
             if choices is not None and len(choices) == 0 and getattr(event, "usage", None):
@@ -135,12 +113,13 @@ class StreamMeter:
 
     def charge(self) -> Charge:
         tracker, admission = self.tracker, self.admission
+        where = self.call.adapter.name
         if self.blind:
-            return Charge(admission.estimate, None, None)
+            return unpriced(admission, where, tracker.model, "its stream could not be metered")
+        if self.unreadable is not None:
+            return unpriced(admission, where, tracker.model, self.unreadable)
         if tracker.usage is not None:
-            return Charge(
-                admission.price(tracker.usage, tracker.model), tracker.usage, tracker.model
-            )
+            return priced(admission, where, tracker.usage, tracker.model)
         # Ended without the final usage (closed, abandoned, cut): charge what was
         # consumed, never more than was held and never $0 for a request the
         # provider already billed.
@@ -161,8 +140,7 @@ class StreamMeter:
         if self.finished:
             return
         self.finished = True
-        charge = self.charge()
-        yield from self.admission.settle_flow(charge.nanos, model=charge.model, usage=charge.usage)
+        yield from self.charge().settle(self.admission)
 
 
 def call_flow(
@@ -182,8 +160,5 @@ def call_flow(
         raise
     if call.streaming:
         return result, StreamMeter(call, admission)
-    charge = charge_response(admission, result, call.adapter.name)
-    yield from admission.settle_flow(charge.nanos, model=charge.model, usage=charge.usage)
-    if charge.error is not None:
-        raise charge.error
+    yield from charge_response(admission, result, call.adapter.name).settle(admission)
     return result, None

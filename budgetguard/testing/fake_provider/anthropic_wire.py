@@ -44,7 +44,11 @@ def _anthropic_message(r: Reply, model: str, mid: str, *, done: bool) -> Json:
         "content": [{"type": "text", "text": r.text}] if done else [],
         "stop_reason": "end_turn" if done else None,
         "stop_sequence": None,
-        "usage": _anthropic_usage(r, output_tokens=r.output_tokens if done else 1),
+        "usage": (
+            r.raw_usage
+            if done and r.raw_usage is not None
+            else _anthropic_usage(r, output_tokens=r.output_tokens if done else 1)
+        ),
     }
 
 

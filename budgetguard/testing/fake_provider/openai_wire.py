@@ -78,7 +78,7 @@ def _response_object(r: Reply, model: str, rid: str, mid: str, *, done: bool) ->
         "tool_choice": "auto",
         "tools": [],
         "top_p": 1.0,
-        "usage": _responses_usage(r) if done and r.include_usage else None,
+        "usage": (r.raw_usage or _responses_usage(r)) if done and r.include_usage else None,
     }
 
 
@@ -99,7 +99,7 @@ def chat(h: Handler, path: str, body: Json, reply: Reply) -> None:
             "system_fingerprint": "fp_fake",
         }
         if reply.include_usage:
-            response["usage"] = _chat_usage(reply)
+            response["usage"] = reply.raw_usage or _chat_usage(reply)
         h.send_json(200, response)
         return
     options = body.get("stream_options") or {}
@@ -126,7 +126,7 @@ def chat(h: Handler, path: str, body: Json, reply: Reply) -> None:
     if include_usage:
         last = chunk({})
         last["choices"] = []
-        last["usage"] = _chat_usage(reply)
+        last["usage"] = reply.raw_usage or _chat_usage(reply)
         h.sse(last)
     h.sse("[DONE]")
     h.end_stream()

@@ -17,7 +17,8 @@ class Reply:
     ``model=None`` echoes the requested model. ``status`` other than 200 sends
     the provider's error body. ``cut_after=n`` makes a stream drop the
     connection after ``n`` text deltas (before any usage). ``include_usage``
-    False leaves usage out of the response entirely.
+    False leaves usage out of the response entirely; ``raw_usage`` replaces the
+    final usage block with the JSON given.
     """
 
     text: str = "Hello from the fake provider."
@@ -32,6 +33,8 @@ class Reply:
     error_message: str = "the fake provider was told to fail"
     cut_after: int | None = None
     include_usage: bool = True
+    raw_usage: Json | None = None
+    """Sent as the final usage block exactly as given (a malformed one, for tests)."""
     delay_s: float = 0.0
 
 
