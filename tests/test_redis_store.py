@@ -463,18 +463,21 @@ def test_restart_fail_closed_raises_and_loses_nothing_acknowledged(
 def test_restart_fail_open_counts_locally_and_logs_once(
     own_redis: OwnRedis, caplog: pytest.LogCaptureFixture
 ) -> None:
-    store = RedisStore.from_url(own_redis.url, fail="open", retry_total_s=0.3, probe_interval_s=0.1)
+    store = RedisStore.from_url(
+        own_redis.url, fail="open", retry_total_s=0.3, probe_interval_s=0.1, open_allowance=0.5
+    )
     c = counter("open", limit=10_000)
     store.settle(granted(store, (c,), 1_000), 1_000)
     own_redis.stop()
+    # Locally: at most half the limit (open_allowance), and never past limit - known spend.
     local = [store.reserve(rid(), (c,), 1_000, 60) for _ in range(5)]
     assert all(isinstance(r, LocalReservation) for r in local)
+    assert isinstance(store.reserve(rid(), (c,), 1, 60), Denial)  # the allowance is used up
     for reservation in local:
         assert isinstance(reservation, Reservation)
         assert store.settle(reservation, 600)  # settles locally
         assert not store.settle(reservation, 600)
     assert store.status(c).spent == 3_000  # the local view during the outage
-    assert isinstance(store.reserve(rid(), (c,), 8_000, 60), Denial)  # local limits still hold
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1  # loud, but once per outage
     own_redis.start()
@@ -482,9 +485,45 @@ def test_restart_fail_open_counts_locally_and_logs_once(
     back = store.reserve(rid(), (c,), 1_000, 60)
     assert isinstance(back, Reservation) and not isinstance(back, LocalReservation)
     store.settle(back, 1_000)
-    assert store.status(c).spent == 2_000  # what Redis acknowledged survived the restart
+    assert store.status(c).spent == 1_000 + 3_000 + 1_000  # the local spend reconciled
     assert any("5 reservations were counted locally" in r.getMessage() for r in caplog.records)
+    assert any("now counted in Redis" in r.getMessage() for r in caplog.records)
     store.close()
+
+
+def test_fail_open_is_bounded_across_processes_and_reconciled(
+    own_redis: OwnRedis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Four processes on a $0.30 limit, Redis down: each used to get a fresh, empty local
+    budget (4.96x the limit spent) and Redis never learned of it. Now each may spend at
+    most open_allowance (10%) of the limit on its own, never past what Redis last
+    reported, and all of it is in Redis once it answers."""
+    limit = 300_000_000
+    c = counter("fleet", limit=limit)
+    stores = [
+        RedisStore.from_url(own_redis.url, fail="open", retry_total_s=0.2, probe_interval_s=0.05)
+        for _ in range(4)  # one per process: each has its own local view
+    ]
+    for store in stores:  # each learns the spend so far with its own calls
+        store.settle(granted(store, (c,), 60_000_000), 60_000_000)
+    known = 4 * 60_000_000
+    own_redis.stop()
+    spent_locally = 0
+    for store in stores:
+        while isinstance(reservation := store.reserve(rid(), (c,), 1_000_000, 60), Reservation):
+            assert isinstance(reservation, LocalReservation)
+            store.settle(reservation, 1_000_000)
+            spent_locally += 1_000_000
+    assert known + spent_locally <= limit + 4 * limit // 10  # at most 4 x 10% over
+    own_redis.start()
+    time.sleep(0.1)
+    for store in stores:
+        store.status(c)  # any call, once Redis answers, reconciles
+    back = stores[0].reserve(rid(), (c,), 1, 60)
+    assert isinstance(back, Denial)  # the fleet's local spend is in Redis
+    assert back.spent == known + spent_locally
+    for store in stores:
+        store.close()
 
 
 async def test_async_restart_fail_open_and_closed(own_redis: OwnRedis) -> None:

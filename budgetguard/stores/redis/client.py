@@ -7,6 +7,7 @@ logic and docs/redis.md for the data model, cluster and failure behaviour.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Unpack
 
 import redis
@@ -88,6 +89,7 @@ class RedisStore(RedisStoreBase):
     def reserve(
         self, reservation_id: str, counters: tuple[Counter, ...], amount: int, lease_s: float
     ) -> ReserveOutcome:
+        self._reconcile()
         try:
             return self._drive(self.reserve_plan(reservation_id, counters, amount, lease_s))
         except StoreUnavailable:
@@ -97,15 +99,19 @@ class RedisStore(RedisStoreBase):
 
     def settle(self, reservation: Reservation, actual: int) -> bool:
         if isinstance(reservation, LocalReservation):
-            return self.local.settle(reservation, actual)
+            applied = self.fail_open.settle(reservation, actual)
+            self._reconcile()
+            return applied
+        self._reconcile()
         return self._drive(self.settle_plan(reservation, actual))
 
     def release(self, reservation: Reservation) -> bool:
         if isinstance(reservation, LocalReservation):
-            return self.local.release(reservation)
+            return self.fail_open.release(reservation)
         return self._drive(self.release_plan(reservation))
 
     def status(self, counter: Counter) -> CounterStatus:
+        self._reconcile()
         try:
             return self._drive(self.status_plan(counter))
         except StoreUnavailable:
@@ -119,6 +125,12 @@ class RedisStore(RedisStoreBase):
         return self._drive(self.renew_plan(reservation, lease_s))
 
     # -- I/O ---------------------------------------------------------------------
+    def _reconcile(self) -> None:
+        """Charge what fail-open spent locally into Redis, if any, before going on."""
+        if self.fail_open.pending:
+            with contextlib.suppress(StoreUnavailable):
+                self._drive(self.reconcile_plan())
+
     def _drive(self, plan: Plan[T]) -> T:
         reply: Any = None
         error: StoreUnavailable | None = None
@@ -181,6 +193,7 @@ class AsyncRedisStore(RedisStoreBase):
     async def areserve(
         self, reservation_id: str, counters: tuple[Counter, ...], amount: int, lease_s: float
     ) -> ReserveOutcome:
+        await self._reconcile()
         try:
             return await self._drive(self.reserve_plan(reservation_id, counters, amount, lease_s))
         except StoreUnavailable:
@@ -190,15 +203,19 @@ class AsyncRedisStore(RedisStoreBase):
 
     async def asettle(self, reservation: Reservation, actual: int) -> bool:
         if isinstance(reservation, LocalReservation):
-            return self.local.settle(reservation, actual)
+            applied = self.fail_open.settle(reservation, actual)
+            await self._reconcile()
+            return applied
+        await self._reconcile()
         return await self._drive(self.settle_plan(reservation, actual))
 
     async def arelease(self, reservation: Reservation) -> bool:
         if isinstance(reservation, LocalReservation):
-            return self.local.release(reservation)
+            return self.fail_open.release(reservation)
         return await self._drive(self.release_plan(reservation))
 
     async def astatus(self, counter: Counter) -> CounterStatus:
+        await self._reconcile()
         try:
             return await self._drive(self.status_plan(counter))
         except StoreUnavailable:
@@ -212,6 +229,12 @@ class AsyncRedisStore(RedisStoreBase):
         return await self._drive(self.renew_plan(reservation, lease_s))
 
     # -- I/O -----------------------------------------------------------------------
+    async def _reconcile(self) -> None:
+        """Charge what fail-open spent locally into Redis, if any, before going on."""
+        if self.fail_open.pending:
+            with contextlib.suppress(StoreUnavailable):
+                await self._drive(self.reconcile_plan())
+
     async def _drive(self, plan: Plan[T]) -> T:
         reply: Any = None
         error: StoreUnavailable | None = None

@@ -99,7 +99,7 @@ class Health:
             self._down_since, local, self.local_calls = None, self.local_calls, 0
         log.warning(
             "budgetguard: Redis answers again after %.1fs; %d reservations were counted "
-            "locally meanwhile and stay local",
+            "locally meanwhile (charged into Redis as they settle)",
             outage,
             local,
         )

@@ -29,6 +29,7 @@ from ..._core.money import check_nanos
 from ..._core.windows import CALENDAR_WINDOWS, SpanCache, window_span
 from ..base import Counter, CounterStatus, Denial, Reservation, ReserveOutcome
 from ..memory import MemoryStore
+from .fail_open import FailOpen, LocalReservation
 from .health import Fail, Health, ServerClock
 
 __all__ = [
@@ -71,15 +72,6 @@ def script_source(name: str) -> str:
     """A script's text with the shared prelude in front (Lua has no include)."""
     lua = resources.files("budgetguard.stores.redis").joinpath("lua")
     return lua.joinpath("prelude.lua").read_text() + lua.joinpath(f"{name}.lua").read_text()
-
-
-@dataclass(frozen=True, slots=True)
-class LocalReservation(Reservation):
-    """Granted by the in-process fallback while Redis was down (``fail="open"``).
-
-    Its hold lives in the store's local ``MemoryStore``, so it settles there:
-    the type is the mark, so nothing needs to be remembered per id.
-    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +122,7 @@ class RedisOptions(TypedDict, total=False):
     probe_interval_s: float
     tombstone_s: float
     grace_s: float
+    open_allowance: float
 
 
 class RedisStoreBase:
@@ -137,10 +130,12 @@ class RedisStoreBase:
 
     ``fail="closed"`` raises ``StoreUnavailable`` once transient errors outlast
     ``retry_total_s``; ``fail="open"`` then reserves in a local ``MemoryStore``
-    (still enforcing the limits against this process's own spend) and returns a
-    ``LocalReservation``, which settles locally. Settles and releases of Redis
-    reservations raise ``StoreUnavailable`` in both modes: the caller keeps
-    them and retries (settle is idempotent), or the lease frees the hold.
+    (``FailOpen``: each counter bounded by ``open_allowance`` of its limit and by
+    what Redis last reported spent) and returns a ``LocalReservation``, which
+    settles locally and is charged into Redis once it answers again. Settles
+    and releases of Redis reservations raise ``StoreUnavailable`` in both modes:
+    the caller keeps them and retries (settle is idempotent), or the lease
+    frees the hold.
     """
 
     def __init__(
@@ -152,6 +147,7 @@ class RedisStoreBase:
         probe_interval_s: float = 1.0,
         tombstone_s: float = 86_400.0,
         grace_s: float = 86_400.0,
+        open_allowance: float = 0.1,
     ) -> None:
         if fail not in ("closed", "open"):
             raise ConfigurationError(f"fail: expected 'closed' or 'open', got {fail!r}")
@@ -164,11 +160,16 @@ class RedisStoreBase:
         self.prefix = prefix
         self.fail: Fail = fail
         self.retry_total_s = retry_total_s
-        self.local = MemoryStore()
+        self.fail_open = FailOpen(open_allowance)
         self._health = Health(fail, probe_interval_s)
         self._clock = ServerClock()
         self._spans = SpanCache()
         self._common: tuple[str, str] = (str(int(tombstone_s * 1000)), str(int(grace_s * 1000)))
+
+    @property
+    def local(self) -> MemoryStore:
+        """Where ``fail="open"`` counts while Redis is down."""
+        return self.fail_open.local
 
     # -- keys ----------------------------------------------------------------
     def tag_prefix(self, tag: str) -> str:
@@ -276,6 +277,7 @@ class RedisStoreBase:
                 continue
             self._clock.learn(reply[4])
             spent, held, overrun = int(reply[1]), int(reply[2]), int(reply[3])
+            self.fail_open.learn(counter, start, spent + held)
             return CounterStatus(counter, spent, held, start, end, overrun)
         raise _moving_clock()
 
@@ -306,11 +308,14 @@ class RedisStoreBase:
     def reserve_locally(
         self, reservation_id: str, counters: tuple[Counter, ...], amount: int, lease_s: float
     ) -> ReserveOutcome:
-        outcome = self.local.reserve(reservation_id, counters, amount, lease_s)
-        if isinstance(outcome, Denial):
-            return outcome
-        self._health.local_calls += 1
-        return LocalReservation(outcome.id, outcome.amount, outcome.buckets, outcome.expires_at)
+        outcome = self.fail_open.reserve(reservation_id, counters, amount, lease_s)
+        if isinstance(outcome, LocalReservation):
+            self._health.local_calls += 1
+        return outcome
+
+    def reconcile_plan(self) -> Plan[None]:
+        """Charge into Redis what ``fail="open"`` spent locally while it was down."""
+        return self.fail_open.reconcile_plan(self.settle_plan)
 
     # -- internals -------------------------------------------------------------
     def _head(self, tag: str) -> tuple[str, str, str]:
@@ -360,10 +365,15 @@ class RedisStoreBase:
                 continue
             if code == 3:
                 raise ConfigurationError(f"reservation_id {reservation_id!r} was already used")
-            now = self._clock.learn(reply[-1])
             if code == 1:
+                now = self._clock.learn(reply[4])
                 i = int(reply[1]) - 1
-                return Denial(counters[i], int(reply[2]), int(reply[3]), amount, ends[i], now)
+                spent, held = int(reply[2]), int(reply[3])
+                self.fail_open.learn(counters[i], pinned[i][1], spent + held)
+                return Denial(counters[i], spent, held, amount, ends[i], now)
+            self._clock.learn(reply[2])
+            for (counter, start), total in zip(pinned, reply[3:], strict=False):
+                self.fail_open.learn(counter, start, int(total))
             return _Granted(tag, tuple(pinned), int(reply[1]) / 1000)
         raise _moving_clock()
 

@@ -8,7 +8,8 @@
 -- ARGV[7]   "1" when re-sent after a lost reply (an identical live hold is then ours)
 -- ARGV[8..] four per counter: limit, bucket start s, bucket end s (-1: none), expiry mode c|r|t
 --
--- Returns {0, expires_ms, now_ms}                  granted
+-- Returns {0, expires_ms, now_ms, total...}        granted; total: spent + held of
+--                                                    each counter, this hold included
 --         {1, counter index, spent, held, now_ms}  denied (first counter over its limit)
 --         {2, now_ms}                              a bucket is not the server's current one
 --         {3}                                      the reservation id was already used
@@ -44,15 +45,18 @@ end
 
 local amount = tonumber(ARGV[5])
 local fresh = {}
+local totals = {}
 -- The first counter that cannot take the amount: {index, spent, held}, or nil.
 local function first_denial()
   for i = 1, n do
     local v = redis.call('HMGET', KEYS[i + 2], 'spent', 'held')
     local spent, held = v[1] or '0', v[2] or '0'
-    if tonumber(spent) + tonumber(held) + amount > tonumber(arg(i, 0)) then
+    local total = tonumber(spent) + tonumber(held) + amount
+    if total > tonumber(arg(i, 0)) then
       return {i, spent, held}
     end
     fresh[i] = not (v[1] or v[2])
+    totals[i] = string.format('%.0f', total)
   end
   return nil
 end
@@ -81,4 +85,8 @@ end
 redis.call('HSET', KEYS[1], 's', 'held', 'a', ARGV[5], 'e', string.format('%d', expires),
   'k', encoded_keys)
 redis.call('ZADD', KEYS[2], expires, ARGV[4])
-return {0, expires, now}
+local reply = {0, expires, now}
+for i = 1, n do
+  reply[3 + i] = totals[i]
+end
+return reply
