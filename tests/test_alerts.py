@@ -198,8 +198,11 @@ def test_threshold_alerts_are_deduplicated_across_processes(
     assert all(a["key"] == "summarize" for a in got if a["kind"] == "threshold")
     # the request-cost rule is per call, not deduplicated: one 2-cent call per process
     assert [a["amount"] for a in got if a["kind"] == "request_cost"] == ["0.02"] * 4
+    # the first refusal says the budget is exhausted, once for the fleet
+    assert [a["kind"] for a in got if a["kind"] == "exhausted"] == ["exhausted"]
     markers = list(redis_client.scan_iter(match=f"{prefix}:*:a:*"))
-    assert len(markers) == 3
+    assert len(markers) == 4  # three thresholds, one exhaustion
+    assert {redis_client.get(m) for m in markers} == {b"sent"}
     assert all(0 < redis_client.ttl(m) <= 86_400 + 3600 for m in markers)
 
 
@@ -317,20 +320,30 @@ def test_bad_configuration_names_the_argument() -> None:
 class Hook:
     """A webhook endpoint on loopback: slow, failing, or fine."""
 
-    def __init__(self, *, delay: float = 0.0, status: int = 200) -> None:
+    def __init__(self, *, delay: float = 0.0, status: int = 200, location: str = "") -> None:
         self.delay = delay
         self.status = status
+        self.location = location
         self.bodies: list[dict[str, Any]] = []
+        self.requests: list[tuple[str, dict[str, str]]] = []
         self.release = threading.Event()
         hook = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                hook.requests.append(("GET", dict(self.headers)))
+                self.send_response(200)
+                self.end_headers()
+
             def do_POST(self) -> None:
+                hook.requests.append(("POST", dict(self.headers)))
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 hook.bodies.append(json.loads(body))
                 hook.release.wait(hook.delay)
                 try:
                     self.send_response(hook.status)
+                    if hook.location:
+                        self.send_header("Location", hook.location)
                     self.end_headers()
                     self.wfile.write(b"ok")
                 except OSError:
@@ -439,13 +452,160 @@ def _now() -> datetime:
 def test_redis_state_claims_once_with_expiry(redis_client: Any, redis_url: str) -> None:
     state = RedisAlertState(redis_client, prefix="bgc")
     end = time.time() + 100
-    assert state.claim("acme", "k:1:0.5", end)
-    assert not state.claim("acme", "k:1:0.5", end)
-    assert RedisAlertState(redis_url, prefix="bgc").claim("acme", "k:1:0.8", None)
+    assert state.claim("acme", "k:1:0.5", 30)
+    assert not state.claim("acme", "k:1:0.5", 30)  # being delivered elsewhere
+    assert 0 < redis_client.ttl("bgc:{acme}:a:k:1:0.5") <= 30
+    state.confirm("acme", "k:1:0.5", end)
+    assert not state.claim("acme", "k:1:0.5", 30)  # delivered
     assert 100 < redis_client.ttl("bgc:{acme}:a:k:1:0.5") <= 100 + 3600
+    other = RedisAlertState(redis_url, prefix="bgc")
+    assert other.claim("acme", "k:1:0.8", 30)
+    other.release("acme", "k:1:0.8")  # delivery failed: free for another try
+    assert other.claim("acme", "k:1:0.8", 30)
+    other.confirm("acme", "k:1:0.8", None)
     assert redis_client.ttl("bgc:{acme}:a:k:1:0.8") == -1
     slot = int(time.time()) // 300 * 300
     state.add_spend({slot: 5, slot - 300: 7})
     state.add_spend({slot: 1})
     assert state.spend([slot - 600, slot - 300, slot]) == [0, 7, 6]
     assert 7 * 86_400 < redis_client.ttl(f"bgc:{{spike}}:s:{slot}") <= 8 * 86_400
+
+
+# -- issue 11: at-least-once, exhaustion, no starvation, no redirects ------------------
+
+
+class Flaky(Collect):
+    """A sink that fails its first ``failures`` deliveries."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    def __call__(self, alert: Alert) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("the sink is down")
+        super().__call__(alert)
+
+
+def wait_for(condition: Any, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def test_a_threshold_alert_that_failed_to_deliver_is_retried_until_it_is() -> None:
+    """The dedupe marker used to be claimed before delivery: one failure lost the alert."""
+    sink = Flaky(failures=2)
+    alerts = Alerts(sinks=[sink], retry_base_s=0.05)
+    _config.configure(
+        policy=Policy(limits=[Limit("feature", usd=1, window="day")], alerts=[Threshold(0.5)]),
+        listeners=[alerts],
+    )
+    call(60 * CENT)
+    assert wait_for(lambda: sink.kinds("threshold"))
+    call(CENT)  # crosses nothing new: still exactly one alert
+    assert alerts.flush(5)
+    assert fractions(sink.alerts) == ["0.5"]
+    alerts.close()
+
+
+def test_a_failed_delivery_is_picked_up_by_another_process(
+    redis_client: Any, redis_url: str
+) -> None:
+    store = RedisStore(redis_url, prefix="bgr")
+    state = RedisAlertState(redis_client, prefix="bgr")
+    dead, alive = Flaky(failures=100), Collect()
+    first = Alerts(sinks=[dead], state=state, store=store, retry_base_s=60)
+    second = Alerts(sinks=[alive], state=state, store=store, retry_base_s=60)
+    _config.configure(
+        store=store,
+        policy=Policy(limits=[Limit("feature", usd=1, window="day")], alerts=[Threshold(0.5)]),
+        listeners=[first],
+    )
+    call(60 * CENT)
+    assert first.flush(5) and dead.alerts == []  # failed, released for another try
+    _config.configure(listeners=[second])
+    call(CENT)
+    assert second.flush(5)
+    assert fractions(alive.alerts) == ["0.5"]  # the fleet still hears about it
+    first.close()
+    second.close()
+    store.close()
+
+
+def test_a_refused_call_raises_an_exhausted_alert_once() -> None:
+    """Spend that stops at $0.299 of $0.30 never reaches Threshold(1.0): every next call is
+    refused. A refusal now says the budget is exhausted, once per counter and window."""
+    sink = Collect()
+    alerts = Alerts(sinks=[sink])
+    _config.configure(
+        policy=Policy(limits=[Limit("feature", usd="0.30", window="day")], alerts=[Threshold(1)]),
+        listeners=[alerts],
+    )
+    call(29 * CENT + 9 * CENT // 10)
+    for _ in range(3):
+        with pytest.raises(BudgetExceeded):
+            call(2 * CENT)
+    assert alerts.flush(5)
+    assert sink.kinds("threshold") == []
+    (exhausted,) = sink.kinds("exhausted")
+    assert exhausted.scope == "feature" and exhausted.key == "summarize"
+    assert exhausted.amount == Decimal("0.299") and exhausted.limit == Decimal("0.3")
+    assert "out of its day budget" in exhausted.message
+    alerts.close()
+
+
+def test_per_call_alerts_never_hold_back_a_threshold_alert() -> None:
+    """50 per-call alerts wait in a slow webhook's queue; the threshold alert does not."""
+    hook = Hook(delay=0.2)
+    webhook = Webhook(hook.url, timeout=5.0)
+    alerts = Alerts(sinks=[webhook], rules=[RequestCost(usd=0)])
+    _config.configure(
+        policy=Policy(limits=[Limit("feature", usd=1, window="day")], alerts=[Threshold(0.5)]),
+        listeners=[alerts],
+    )
+    for _ in range(50):
+        call(CENT // 10)
+    call(60 * CENT)
+    assert wait_for(lambda: any(b["text"].find("50%") >= 0 for b in hook.bodies), timeout=3.0)
+    assert len(hook.bodies) < 25  # the queue of per-call alerts is still draining
+    alerts.close(timeout=0.5)
+    hook.close()
+
+
+def test_the_webhook_never_follows_a_redirect() -> None:
+    """A 302 used to be followed as a GET carrying the Authorization header to another
+    host, and the alert counted as sent."""
+    elsewhere = Hook()
+    redirecting = Hook(status=302, location=elsewhere.url)
+    webhook = Webhook(redirecting.url, headers={"Authorization": "Bearer secret"}, retries=2)
+    alert = Alert(kind="spike", message="hello", at=_now(), amount=Decimal(1))
+    assert webhook.deliver(alert) is False
+    webhook(alert)
+    assert webhook.flush(10)
+    assert elsewhere.requests == []  # the secret never left for another host
+    assert len(redirecting.bodies) == 2  # one per delivery: a redirect is not retried
+    assert (webhook.sent, webhook.failed) == (0, 2)
+    webhook.close()
+    elsewhere.close()
+    redirecting.close()
+
+
+def test_a_listener_sees_its_own_call_in_the_store() -> None:
+    """The record used to reach listeners before the settle reached the store, so a
+    listener reading the counter (the threshold check) could miss the call that crossed."""
+    seen: list[tuple[int, int]] = []
+
+    def listener(record: Any) -> None:
+        status = _config.current().require_store().status(record.counters[0])
+        seen.append((status.spent, status.held))
+
+    _config.configure(
+        policy=Policy(limits=[Limit("feature", usd=1, window="day")]), listeners=[listener]
+    )
+    call(3 * CENT)
+    assert seen == [(3 * CENT, 0)]

@@ -96,9 +96,8 @@ class Admission:
         return prices.rates(self.model, self.provider).cost(usage)
 
     # -- the procedures, written once ------------------------------------------
-    def _finish(
-        self, nanos: int, model: str | None, usage: Usage | None, unpriced: str | None
-    ) -> bool:
+    def _finish(self, nanos: int, model: str | None, usage: Usage | None) -> bool:
+        """Take the cost (once; False if already settled or released) and tally it."""
         if self.cost is not None:
             return False
         self.cost = nanos
@@ -106,10 +105,6 @@ class Admission:
         self.usage = usage
         for frame in self.frames:
             frame.tally.add(nanos)
-        if unpriced is not None:
-            self._record("unpriced", unpriced)
-        else:
-            self._record("downgraded" if self.downgraded else "ok")
         if self.estimate and nanos > self.estimate:
             warn_once(
                 ("overrun", self.provider, self.used_model),
@@ -163,7 +158,9 @@ class Admission:
         """
         check_nanos(nanos, field="nanos")
         reservation = self.reservation
-        if self._finish(nanos, model, usage, unpriced) and reservation is not None:
+        if not self._finish(nanos, model, usage):
+            return nanos_to_usd(self.cost or 0)
+        if reservation is not None:
             settings = self.settings
             try:
                 yield Settle(reservation, nanos)
@@ -179,14 +176,18 @@ class Admission:
                         nanos_to_usd(nanos),
                     )
                 yield from unapplied.flush(settings.store, settings.async_store)
-        return nanos_to_usd(self.cost or 0)
+        # Recorded once the store has it: a listener reading the counter sees this call.
+        if unpriced is not None:
+            self._record("unpriced", unpriced)
+        else:
+            self._record("downgraded" if self.downgraded else "ok")
+        return nanos_to_usd(nanos)
 
     def release_flow(self, error: str | None = None) -> Flow[None]:
         """Drop the hold without charging: the call failed before costing anything."""
         if self.cost is not None:
             return
         self.cost = 0
-        self._record("error", error)
         if self.reservation is not None:
             upkeep.untrack(self.reservation.id)
             try:
@@ -196,6 +197,7 @@ class Admission:
                     "budgetguard: store unavailable; hold %s expires with its lease",
                     self.reservation.id,
                 )
+        self._record("error", error)
 
     # -- sync and async shells -------------------------------------------------
     def settle(self, usage: Usage, *, model: str | None = None) -> Decimal:

@@ -21,6 +21,7 @@ itself, and never an LLM call.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -54,6 +55,28 @@ __all__ = ["Alerts"]
 log = logging.getLogger("budgetguard.alerts")
 
 
+CLAIM_S = 120.0
+"""How long a claimed alert stays claimed while it is being delivered."""
+RETRIES = 8
+"""Deliveries tried for an alert that must reach people (thresholds, exhaustion, spikes)."""
+
+
+@dataclass(slots=True)
+class _Once:
+    """An alert to deliver once per marker (fleet-wide), retried until it is."""
+
+    alert: Alert
+    tag: str
+    marker: str
+    expires_at: float | None
+    attempt: int = 0
+    due: float = 0.0
+
+
+class _Tick:
+    """Wakes the alert thread for a retry that has come due."""
+
+
 @dataclass
 class _Runtime:
     """What the alert thread resolved once per store: the store and its shared state."""
@@ -70,8 +93,14 @@ class Alerts:
     ``rules``: ``RequestCost``, ``Spike`` and extra ``Threshold``s (the
     policy's ``alerts`` thresholds are always used). A ``Threshold`` with no
     scope applies to every counter but run counters (``scope="run"`` for
-    those). ``store``: whose counters to read (default: the configured
-    store, at the time of the call). ``state``: where markers and spend
+    those). ``exhausted``: alert once per counter and window when a call is
+    refused (the budget is gone, whatever threshold spend stopped short of).
+    Thresholds, exhaustion and spikes are delivered at least once across the
+    fleet: claimed, handed to every sink (a ``Webhook`` delivers them at once,
+    ahead of its queue of per-call alerts), then confirmed, or released and
+    retried with backoff (``retry_base_s`` doubling, up to 8 tries) when a sink
+    fails. ``store``: whose counters to read
+    (default: the configured store, at the time of the call). ``state``: where markers and spend
     history live: a ``MemoryAlertState`` / ``RedisAlertState``, a redis
     client or URL; default: the store's Redis (``RedisStore.client``) or
     process memory for a ``MemoryStore``. ``policy``: default the configured one.
@@ -87,6 +116,8 @@ class Alerts:
         policy: Policy | None = None,
         max_queue: int = 10_000,
         clock: Callable[[], float] = time.time,
+        exhausted: bool = True,
+        retry_base_s: float = 0.5,
     ) -> None:
         rules = tuple(rules)
         for n, rule in enumerate(rules):
@@ -110,8 +141,14 @@ class Alerts:
         self._state = state_from(state)
         self._runtime: _Runtime | None = None
         self._current_policy = policy if policy is not None else Policy()
+        self.exhausted = exhausted
+        self.retry_base_s = retry_base_s
         self.fired = 0
-        self._worker: Worker[CallRecord] = Worker("budgetguard-alerts", self._handle, max_queue)
+        self.failed = 0
+        self._retries: list[_Once] = []
+        self._worker: Worker[CallRecord | _Tick] = Worker(
+            "budgetguard-alerts", self._handle, max_queue
+        )
 
     # -- request path ------------------------------------------------------------------
     def __call__(self, record: CallRecord) -> None:
@@ -172,29 +209,84 @@ class Alerts:
         self._current_policy = policy
         return runtime
 
-    def _handle(self, records: list[CallRecord]) -> None:
+    def _handle(self, items: list[CallRecord | _Tick]) -> None:
         runtime = self._resolve()
-        alerts: list[Alert] = []
-        for rule in self.request_costs:
+        records = [item for item in items if isinstance(item, CallRecord)]
+        for rule in self.request_costs:  # per call, not deduplicated: handed over, no retry
             limit = rule.nanos
-            alerts += [_request_alert(r, limit) for r in records if r.cost > limit]
+            for record in records:
+                if record.cost > limit:
+                    self._dispatch(_request_alert(record, limit), at_once=False)
+        once: list[_Once] = []
         charged = [r for r in records if r.cost > 0]
         if charged:
-            alerts += self._thresholds(runtime, charged)
+            once += self._thresholds(runtime, charged)
             if self.spike is not None:
-                alerts += self._spike(runtime, self.spike, charged)
-        for alert in alerts:
-            self._dispatch(alert)
+                once += self._spike(runtime, self.spike, charged)
+        if self.exhausted:
+            once += self._exhaustion(runtime, [r for r in records if r.refused_by is not None])
+        now = time.monotonic()
+        due = [retry for retry in self._retries if retry.due <= now]
+        self._retries = [retry for retry in self._retries if retry.due > now]
+        for item in [*due, *once]:
+            self._deliver_once(runtime, item)
 
-    def _dispatch(self, alert: Alert) -> None:
+    def _dispatch(self, alert: Alert, *, at_once: bool = True) -> bool:
+        """Hand ``alert`` to every sink; False if any of them failed. ``at_once``: a
+        webhook delivers it now (else it joins the webhook's queue)."""
         self.fired += 1
+        delivered = True
         for sink in self.sinks:
             try:
-                sink(alert)
+                if at_once and isinstance(sink, Webhook):
+                    delivered = sink.deliver(alert) and delivered
+                else:
+                    sink(alert)
             except Exception:
+                delivered = False
                 log.exception("budgetguard: alert sink %r failed", sink)
+        return delivered
 
-    def _thresholds(self, runtime: _Runtime, records: list[CallRecord]) -> list[Alert]:
+    def _deliver_once(self, runtime: _Runtime, item: _Once) -> None:
+        """Claim, deliver, confirm - or release and retry later (at least once)."""
+        state = runtime.state
+        try:
+            if not state.claim(item.tag, item.marker, CLAIM_S):
+                return  # delivered already, or being delivered by another process
+        except Exception as exc:
+            log.error("budgetguard: alert dedupe unavailable (%r); retrying", exc)
+            self._retry(item)
+            return
+        if self._dispatch(item.alert):
+            try:
+                state.confirm(item.tag, item.marker, item.expires_at)
+            except Exception as exc:  # the claim lapses after CLAIM_S: a duplicate at worst
+                log.error("budgetguard: could not confirm alert %s (%r)", item.marker, exc)
+            return
+        try:
+            state.release(item.tag, item.marker)
+        except Exception as exc:
+            log.error("budgetguard: could not release alert %s (%r)", item.marker, exc)
+        self._retry(item)
+
+    def _retry(self, item: _Once) -> None:
+        item.attempt += 1
+        if item.attempt >= RETRIES:
+            self.failed += 1
+            log.error(
+                "budgetguard: giving up alert after %d attempts: %s",
+                item.attempt,
+                item.alert.message,
+            )
+            return
+        delay = min(300.0, self.retry_base_s * 2 ** (item.attempt - 1))
+        item.due = time.monotonic() + delay
+        self._retries.append(item)
+        timer = threading.Timer(delay, self._worker.put, args=(_Tick(),))
+        timer.daemon = True
+        timer.start()
+
+    def _thresholds(self, runtime: _Runtime, records: list[CallRecord]) -> list[_Once]:
         thresholds = tuple(self._current_policy.alerts) + self.thresholds
         if not thresholds or runtime.store is None:
             return []
@@ -202,7 +294,7 @@ class Alerts:
         for record in records:
             for counter in record.counters:
                 counters.setdefault(counter.key, counter)
-        alerts: list[Alert] = []
+        alerts: list[_Once] = []
         for counter in counters.values():
             applicable = sorted(
                 {t.fraction for t in thresholds if _applies(t, counter)},
@@ -218,16 +310,32 @@ class Alerts:
                 if Decimal(status.spent) < fraction * counter.limit:
                     break
                 marker = f"{counter.key}:{status.window_start}:{fraction.normalize():f}"
-                try:
-                    first = runtime.state.claim(counter.tag, marker, status.resets_at)
-                except Exception as exc:
-                    log.error("budgetguard: alert dedupe unavailable (%r); not alerting", exc)
-                    return alerts
-                if first:
-                    alerts.append(_threshold_alert(status, fraction, self.clock()))
+                alert = _threshold_alert(status, fraction, self.clock())
+                alerts.append(_Once(alert, counter.tag, marker, status.resets_at))
         return alerts
 
-    def _spike(self, runtime: _Runtime, rule: Spike, records: list[CallRecord]) -> list[Alert]:
+    def _exhaustion(self, runtime: _Runtime, refused: list[CallRecord]) -> list[_Once]:
+        """One "exhausted" alert per counter and window that refused a call."""
+        counters: dict[str, Counter] = {}
+        for record in refused:
+            counter = record.refused_by
+            if counter is not None and counter.scope not in ("run", "request"):
+                counters.setdefault(counter.key, counter)
+        if runtime.store is None:
+            return []
+        alerts: list[_Once] = []
+        for counter in counters.values():
+            try:
+                status = runtime.store.status(counter)
+            except Exception as exc:
+                log.error("budgetguard: alerts could not read %s: %r", counter.key, exc)
+                continue
+            marker = f"{counter.key}:{status.window_start}:exhausted"
+            alert = _exhausted_alert(status, self.clock())
+            alerts.append(_Once(alert, counter.tag, marker, status.resets_at))
+        return alerts
+
+    def _spike(self, runtime: _Runtime, rule: Spike, records: list[CallRecord]) -> list[_Once]:
         amounts: dict[int, int] = {}
         for record in records:
             slot = int(record.at) // SLOT_S * SLOT_S
@@ -254,27 +362,20 @@ class Alerts:
         ):
             return []
         hour = int(now) // 3600 * 3600
-        try:
-            if not runtime.state.claim("spike", f"spike:{hour}", hour + 3600):
-                return []
-        except Exception as exc:
-            log.error("budgetguard: alert dedupe unavailable (%r); not alerting", exc)
-            return []
         ratio = "no history" if baseline == 0 else f"{Decimal(last_hour) / baseline:.1f}x"
         average = int(baseline)
-        return [
-            Alert(
-                kind="spike",
-                message=(
-                    f"budgetguard: spend spike: {format_usd(last_hour)} in the last hour, "
-                    f"{ratio} the 7-day hourly average ({format_usd(average)})"
-                ),
-                at=datetime.fromtimestamp(now, UTC),
-                amount=nanos_to_usd(last_hour),
-                baseline=nanos_to_usd(average),
-                fraction=factor,
-            )
-        ]
+        alert = Alert(
+            kind="spike",
+            message=(
+                f"budgetguard: spend spike: {format_usd(last_hour)} in the last hour, "
+                f"{ratio} the 7-day hourly average ({format_usd(average)})"
+            ),
+            at=datetime.fromtimestamp(now, UTC),
+            amount=nanos_to_usd(last_hour),
+            baseline=nanos_to_usd(average),
+            fraction=factor,
+        )
+        return [_Once(alert, "spike", f"spike:{hour}", hour + 3600)]
 
 
 def _applies(threshold: Threshold, counter: Counter) -> bool:
@@ -317,6 +418,29 @@ def _threshold_alert(status: CounterStatus, fraction: Decimal, now: float) -> Al
         amount=nanos_to_usd(status.spent),
         limit=nanos_to_usd(counter.limit),
         fraction=fraction,
+        scope=counter.scope,
+        key=counter.subject,
+        window=counter.window,
+        resets_at=resets,
+        tenant=_tenant_of(counter),
+    )
+
+
+def _exhausted_alert(status: CounterStatus, now: float) -> Alert:
+    counter = status.counter
+    resets = None if status.resets_at is None else datetime.fromtimestamp(status.resets_at, UTC)
+    when = f"; resets {resets:%Y-%m-%d %H:%M} UTC" if resets else ""
+    used = status.spent + status.held
+    return Alert(
+        kind="exhausted",
+        message=(
+            f"budgetguard: {_describe(counter)} is out of its {counter.window} budget: a call "
+            f"was refused with {format_usd(used)} of {format_usd(counter.limit)} spent or "
+            f"held{when}"
+        ),
+        at=datetime.fromtimestamp(now, UTC),
+        amount=nanos_to_usd(used),
+        limit=nanos_to_usd(counter.limit),
         scope=counter.scope,
         key=counter.subject,
         window=counter.window,

@@ -13,7 +13,7 @@ from ..._core.policy import Threshold
 
 __all__ = ["Alert", "AlertKind", "AlertRule", "RequestCost", "Spike"]
 
-AlertKind = Literal["threshold", "request_cost", "spike"]
+AlertKind = Literal["threshold", "exhausted", "request_cost", "spike"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +22,8 @@ class Alert:
 
     ``threshold``: ``scope``/``key``/``window`` name the counter, ``fraction``
     the threshold crossed, ``amount`` its spend, ``limit`` its limit.
+    ``exhausted``: a call was refused by that counter (the budget is gone even if
+    spend stopped short of a threshold); ``amount`` is spent + held.
     ``request_cost``: ``amount`` is the call's cost, ``limit`` the rule's
     threshold, attribution fields name the call. ``spike``: ``amount`` is the
     last hour's spend, ``baseline`` the trailing 7-day hourly average.

@@ -46,6 +46,17 @@ class LogSink:
         )
 
 
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A redirect is a failed delivery: following it would send the alert (and any
+    ``Authorization`` header) to another host, as a GET, and count it as sent."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None  # urllib then raises HTTPError(3xx): not retried, counted as failed
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects)
+
+
 class Webhook:
     """POST each alert as JSON to ``url``, off the request path and off the alert thread.
 
@@ -53,8 +64,11 @@ class Webhook:
     Discord-compatible incoming webhooks); ``"json"`` adds every field of the
     alert. Each POST has a ``timeout``; connection errors, timeouts, 429 and
     5xx are retried ``retries`` times with jittered backoff, within
-    ``max_total_s``. Other 4xx are not retried. Counts: ``sent``, ``failed``,
-    ``dropped`` (queue full).
+    ``max_total_s``. Other 4xx are not retried, and a redirect (3xx) is a failed
+    delivery: it is never followed. Counts: ``sent``, ``failed``, ``dropped``
+    (queue full). ``Alerts`` hands threshold, exhaustion and spike alerts to
+    ``deliver`` (at once, so they never wait behind per-call alerts, and retried
+    until delivered); per-call alerts go through the queue.
     """
 
     def __init__(
@@ -95,6 +109,17 @@ class Webhook:
         if self.format == "slack":
             return {"text": alert.message}
         return {"text": alert.message, **alert.to_dict()}
+
+    def deliver(self, alert: Alert) -> bool:
+        """POST ``alert`` now, with the same retries as queued ones: True if delivered."""
+        try:
+            self._send(alert)
+        except Exception as exc:
+            self.failed += 1
+            log.error("budgetguard: webhook %s failed for %r: %r", self._where, alert.kind, exc)
+            return False
+        self.sent += 1
+        return True
 
     def _send_all(self, alerts: list[Alert]) -> None:
         for n, alert in enumerate(alerts):
@@ -137,7 +162,7 @@ class Webhook:
                 request = urllib.request.Request(
                     self.url, data=body, headers=self.headers, method="POST"
                 )
-                with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                with _OPENER.open(request, timeout=self.timeout) as response:
                     response.read(1024)
 
     def _sleep(self, seconds: float) -> None:

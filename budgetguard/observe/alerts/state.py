@@ -29,10 +29,25 @@ _MARKER_GRACE_S = 3600
 
 
 class AlertState(Protocol):
-    """Where alerts remember what fired and how much was spent when."""
+    """Where alerts remember what fired and how much was spent when.
 
-    def claim(self, tag: str, key: str, expires_at: float | None) -> bool:
-        """True for the first caller only (fleet-wide for Redis), until ``expires_at``."""
+    An alert that must reach people once per counter and window is delivered
+    under a claim: ``claim`` it for ``hold_s`` (True for one caller only,
+    fleet-wide for Redis), deliver it, then ``confirm`` (it stays claimed until
+    ``expires_at``) or ``release`` it for another try. A process that dies while
+    delivering lets its claim lapse after ``hold_s``: at least once, never lost.
+    """
+
+    def claim(self, tag: str, key: str, hold_s: float) -> bool:
+        """Claim ``key`` for ``hold_s`` seconds; False if it is claimed or was delivered."""
+        ...
+
+    def confirm(self, tag: str, key: str, expires_at: float | None) -> None:
+        """Mark ``key`` delivered, until ``expires_at`` (None: forever)."""
+        ...
+
+    def release(self, tag: str, key: str) -> None:
+        """Give a claim up (delivery failed): the next caller may claim it."""
         ...
 
     def add_spend(self, amounts: Mapping[int, int]) -> None:
@@ -53,7 +68,7 @@ class MemoryAlertState:
         self._claims: dict[tuple[str, str], float] = {}
         self._spend: dict[int, int] = {}
 
-    def claim(self, tag: str, key: str, expires_at: float | None) -> bool:
+    def claim(self, tag: str, key: str, hold_s: float) -> bool:
         now = self._clock()
         with self._lock:
             if len(self._claims) > 10_000:
@@ -61,8 +76,16 @@ class MemoryAlertState:
             until = self._claims.get((tag, key))
             if until is not None and until > now:
                 return False
-            self._claims[tag, key] = float("inf") if expires_at is None else expires_at
+            self._claims[tag, key] = now + hold_s
             return True
+
+    def confirm(self, tag: str, key: str, expires_at: float | None) -> None:
+        with self._lock:
+            self._claims[tag, key] = float("inf") if expires_at is None else expires_at
+
+    def release(self, tag: str, key: str) -> None:
+        with self._lock:
+            self._claims.pop((tag, key), None)
 
     def add_spend(self, amounts: Mapping[int, int]) -> None:
         with self._lock:
@@ -83,7 +106,8 @@ class RedisAlertState:
     ``client``: a redis-py client or a URL. Keys (same layout as the store's,
     so ``budgetguard reset`` clears markers with their counters)::
 
-        <prefix>:{<tag>}:a:<marker key>     "1", SET NX EXAT <window end + 1 h>
+        <prefix>:{<tag>}:a:<marker key>     "pending" (SET NX EX hold) while being
+                                             delivered, then "sent" until window end + 1 h
         <prefix>:{spike}:s:<slot start>      nano-USD spent in that 5-minute slot
     """
 
@@ -95,11 +119,22 @@ class RedisAlertState:
         self.client = client
         self.prefix = prefix
 
-    def claim(self, tag: str, key: str, expires_at: float | None) -> bool:
-        name = f"{self.prefix}:{{{tag}}}:a:{key}"
+    def _marker(self, tag: str, key: str) -> str:
+        return f"{self.prefix}:{{{tag}}}:a:{key}"
+
+    def claim(self, tag: str, key: str, hold_s: float) -> bool:
+        hold_ms = max(1, round(hold_s * 1000))
+        return bool(self.client.set(self._marker(tag, key), "pending", nx=True, px=hold_ms))
+
+    def confirm(self, tag: str, key: str, expires_at: float | None) -> None:
+        name = self._marker(tag, key)
         if expires_at is None:
-            return bool(self.client.set(name, 1, nx=True))
-        return bool(self.client.set(name, 1, nx=True, exat=int(expires_at) + _MARKER_GRACE_S))
+            self.client.set(name, "sent")
+        else:
+            self.client.set(name, "sent", exat=int(expires_at) + _MARKER_GRACE_S)
+
+    def release(self, tag: str, key: str) -> None:
+        self.client.delete(self._marker(tag, key))
 
     def _slot_key(self, slot: int) -> str:
         return f"{self.prefix}:{{spike}}:s:{slot}"
@@ -121,7 +156,7 @@ def state_from(state: AlertState | Any | None) -> AlertState | None:
         return state
     if isinstance(state, str) or hasattr(state, "set"):
         return RedisAlertState(state)
-    if all(hasattr(state, name) for name in ("claim", "add_spend", "spend")):
+    if all(hasattr(state, n) for n in ("claim", "confirm", "release", "add_spend", "spend")):
         return state
     raise ConfigurationError(
         f"state: expected an AlertState, a redis client or a redis:// URL, got {state!r}"
