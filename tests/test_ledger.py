@@ -408,3 +408,46 @@ def test_parse_since() -> None:
     assert parse_since("2026-01-02") == datetime(2026, 1, 2, tzinfo=UTC)
     with pytest.raises(ConfigurationError, match="since: expected a duration"):
         parse_since("last tuesday")
+
+
+# -- issue 11: a bad row never blocks the good ones; nothing lost at a child's exit -------
+
+
+def test_a_bad_row_never_blocks_the_good_ones(ledger: Ledger) -> None:
+    """A NUL in an id (PostgreSQL refuses it) or a number beyond BIGINT (SQLite overflows)
+    used to make the writer retry the same batch forever: 50 of 251 rows stored."""
+    good = [row(reservation_id=f"good-{n}", cost_nanos=1_000 + n) for n in range(240)]
+    nul = [row(reservation_id=f"nul-{n}", tenant="ac\x00me", cost_nanos=7) for n in range(5)]
+    huge = [row(reservation_id=f"huge-{n}", input_tokens=2**64) for n in range(6)]
+    rows = good[:100] + nul + huge[:3] + good[100:] + huge[3:]
+    for one in rows:
+        ledger.put(one)
+    assert ledger.flush(30)
+    stored = {r.reservation_id: r for r in ledger.rows(limit=1000)}
+    assert len(stored) == 245 and ledger.written == 245
+    assert all(f"good-{n}" in stored for n in range(240))
+    assert stored["nul-0"].tenant == "ac\ufffdme"  # cleaned, not lost
+    assert (ledger.cleaned, ledger.rejected) == (5, 6)
+    assert sorted(r.reservation_id or "" for r, _ in ledger.rejected_rows) == sorted(
+        f"huge-{n}" for n in range(6)
+    )
+    assert all("BIGINT" in why for _, why in ledger.rejected_rows)
+
+
+def _ledger_child(path: str) -> None:  # pragma: no cover - runs in a forked child
+    _config.configure(listeners=[SQLiteLedger(path)])
+    for _ in range(251):
+        with spend_limit(tenant="t", usd=1):
+            admit_cost(1_000).settle_nanos(900)
+
+
+def test_a_forked_child_exiting_without_close_loses_no_row(tmp_path: Path) -> None:
+    """A multiprocessing child ends with os._exit(): no atexit hook ran, and every queued
+    row was lost (64% of a run's rows at normal exit)."""
+    path = str(tmp_path / "child.db")
+    child = multiprocessing.get_context("fork").Process(target=_ledger_child, args=(path,))
+    child.start()
+    child.join(60)
+    assert child.exitcode == 0
+    with SQLiteLedger(path) as reader:
+        assert reader.total()[1] == 251

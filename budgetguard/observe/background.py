@@ -3,7 +3,8 @@
 The ledger's writer, the alert evaluator and each webhook are ``Worker`` s:
 putting never blocks and never does I/O (a full queue drops and counts),
 ``flush`` waits for what was queued before it, the thread starts lazily (also
-again in a forked child), and every worker is flushed at interpreter exit.
+again in a forked child), and every worker is flushed at interpreter exit - a
+multiprocessing child's exit included.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
+import multiprocessing.util
 import os
 import queue
 import threading
@@ -88,6 +90,7 @@ class Worker(Generic[T]):
         if self._thread is None:
             with self._lock:
                 if self._thread is None:
+                    _hook_exit()
                     self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
                     self._thread.start()
         try:
@@ -103,6 +106,10 @@ class Worker(Generic[T]):
                 )
             return False
         return True
+
+    @property
+    def queued(self) -> int:
+        return self._queue.qsize() if self._pid == os.getpid() else 0
 
     def flush(self, timeout: float | None = 30.0) -> bool:
         """Wait until everything queued before this call is handled; False on timeout."""
@@ -182,3 +189,17 @@ class Worker(Generic[T]):
 def _close_workers() -> None:
     for worker in list(_workers):
         worker.close(timeout=5.0)
+
+
+_hooked_pid = 0
+
+
+def _hook_exit() -> None:
+    """Also close the workers at a multiprocessing child's exit: it ends with os._exit(),
+    which runs no atexit hook (a forked worker lost every queued ledger row), but it runs
+    multiprocessing's finalizers - registered here, in the process that starts a thread,
+    since a child clears the ones it inherited."""
+    global _hooked_pid
+    if _hooked_pid != os.getpid():
+        _hooked_pid = os.getpid()
+        multiprocessing.util.Finalize(None, _close_workers, exitpriority=10)

@@ -41,6 +41,9 @@ class SQLiteLedger(Ledger):
         self.dialect = Dialect("sqlite", check_identifier(table, "table"))
         super().__init__(batch_size=batch_size, max_queue=max_queue, environment=environment)
 
+    def _is_transient(self, error: Exception) -> bool:
+        return isinstance(error, (sqlite3.OperationalError, OSError))  # locked, disk, I/O
+
     def _connect(self, *, writer: bool = True) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, timeout=10.0, check_same_thread=False)
@@ -88,6 +91,11 @@ class PostgresLedger(Ledger):
         self.schema = schema
         self.dialect = Dialect("postgres", name)
         super().__init__(batch_size=batch_size, max_queue=max_queue, environment=environment)
+
+    def _is_transient(self, error: Exception) -> bool:
+        import psycopg
+
+        return isinstance(error, (psycopg.OperationalError, OSError))  # connection, server
 
     def _connect(self, *, writer: bool = True) -> Any:
         import psycopg

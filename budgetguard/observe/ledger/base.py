@@ -19,6 +19,7 @@ import logging
 import os
 import threading
 import weakref
+from collections import deque
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -82,6 +83,9 @@ class Ledger:
         self._lock = threading.Lock()
         self._dropped = 0
         self._written = 0
+        self._rejected = 0
+        self._cleaned = 0
+        self.rejected_rows: deque[tuple[LedgerRow, str]] = deque(maxlen=1000)
         self._ready = False
         self._conn: Any = None
         _open.add(self)
@@ -124,6 +128,21 @@ class Ledger:
         """Rows committed by this process so far."""
         return self._written
 
+    @property
+    def rejected(self) -> int:
+        """Rows the database refused (set aside, logged; the last 1000 in ``rejected_rows``)."""
+        return self._rejected
+
+    @property
+    def cleaned(self) -> int:
+        """Rows stored after a fix (NUL characters in a text replaced by U+FFFD)."""
+        return self._cleaned
+
+    @property
+    def queued(self) -> int:
+        """Rows waiting for the writer: what a hard kill (SIGKILL, os._exit) would lose."""
+        return self._worker.queued
+
     # -- lifecycle -------------------------------------------------------------
     def _forked(self) -> None:
         """In a forked child: the parent's connection is not ours (the worker
@@ -158,12 +177,65 @@ class Ledger:
         self.close()
 
     # -- the writer thread -----------------------------------------------------
+    def _is_transient(self, error: Exception) -> bool:
+        """Worth retrying the same rows: the database is down, busy or unreachable.
+        Anything else (a value the database refuses) is the row's fault."""
+        return isinstance(error, OSError)
+
+    def _screen(self, rows: list[LedgerRow]) -> list[LedgerRow]:
+        """Rows as the database can take them: NUL characters replaced (PostgreSQL
+        refuses them), rows with numbers out of BIGINT range set aside."""
+        kept: list[LedgerRow] = []
+        for row in rows:
+            clean = row.cleaned()
+            if clean is not row:
+                with self._lock:
+                    self._cleaned += 1
+            problem = clean.out_of_range()
+            if problem is not None:
+                self._set_aside(clean, problem)
+            else:
+                kept.append(clean)
+        return kept
+
+    def _set_aside(self, row: LedgerRow, reason: object) -> None:
+        """A row the database refuses is counted and logged (with its values, so it
+        can be restored by hand), never retried: it must not block the rows behind it."""
+        with self._lock:
+            self._rejected += 1
+            self.rejected_rows.append((row, str(reason)))
+            count = self._rejected
+        if count & (count - 1) == 0:  # 1, 2, 4, 8, ...: loud, never a flood
+            log.error(
+                "budgetguard: ledger set aside a row it cannot store (%s; %d so far): %r",
+                reason,
+                count,
+                row,
+            )
+
+    def _one_by_one(self, rows: list[LedgerRow]) -> list[LedgerRow]:
+        """A batch was refused: write its rows one at a time, set the refused ones
+        aside; the rows from the first transient failure on are returned to retry."""
+        for n, row in enumerate(rows):
+            error = self._commit([row])
+            if error is None:
+                continue
+            if self._is_transient(error):
+                return rows[n:]
+            self._set_aside(row, error)
+        return []
+
     def _write_batch(self, rows: list[LedgerRow]) -> None:
         """Commit ``rows``, retrying with backoff while the database is down; once
-        the ledger is closing (``abort``), give up after three failures."""
+        the ledger is closing (``abort``), give up after three failures. A row the
+        database refuses is set aside (``rejected``), never retried forever."""
+        rows = self._screen(rows)
         abort = self._worker.abort
         failures = 0
-        while (error := self._commit(rows)) is not None:
+        while rows and (error := self._commit(rows)) is not None:
+            if not self._is_transient(error):
+                rows = self._one_by_one(rows)
+                continue
             failures += 1
             if abort.is_set() and failures >= 3:
                 self._give_up(rows, error)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -14,6 +14,30 @@ from ..._core.records import CallRecord
 from .sql import COLUMNS
 
 __all__ = ["LedgerRow", "ReportRow"]
+
+_BIGINT_MIN, _BIGINT_MAX = -(2**63), 2**63 - 1
+_INT_FIELDS = (
+    "at_us",
+    "input_tokens",
+    "cached_tokens",
+    "cache_write_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+    "estimate_nanos",
+    "cost_nanos",
+    "latency_us",
+)
+_TEXT_FIELDS = (
+    "outcome",
+    "environment",
+    "tenant",
+    "user",
+    "feature",
+    "requested_model",
+    "model",
+    "reservation_id",
+    "error",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +122,28 @@ class LedgerRow:
             self.reservation_id,
             self.error,
         )
+
+    def cleaned(self) -> LedgerRow:
+        """This row with NUL characters in its texts replaced (self when there are none)."""
+        fixed: dict[str, Any] = {
+            name: value.replace("\x00", "\ufffd")
+            for name in _TEXT_FIELDS
+            if isinstance(value := getattr(self, name), str) and "\x00" in value
+        }
+        if any("\x00" in key or "\x00" in value for key, value in self.tags.items()):
+            fixed["tags"] = {
+                k.replace("\x00", "\ufffd"): v.replace("\x00", "\ufffd")
+                for k, v in self.tags.items()
+            }
+        return replace(self, **fixed) if fixed else self
+
+    def out_of_range(self) -> str | None:
+        """Which number a BIGINT column cannot hold, if any."""
+        for name in _INT_FIELDS:
+            value = getattr(self, name)
+            if not _BIGINT_MIN <= value <= _BIGINT_MAX:
+                return f"{name}={value} is out of the BIGINT range"
+        return None
 
     @property
     def at(self) -> datetime:
