@@ -384,7 +384,7 @@ def test_a_slow_or_dead_webhook_never_slows_guarded_calls(mode: str) -> None:
     url = hook.url if hook else dead_url()
     webhook = Webhook(url, timeout=3.0, retries=2)
     alerts = Alerts(sinks=[webhook], rules=[RequestCost(usd=0)])
-    _config.configure(policy=Policy(limits=[Limit("feature", usd=100)]))
+    _config.configure(policy=Policy(limits=[Limit("feature", usd=100, window="total")]))
     timed(5)  # warm up
     baseline = timed(20)
     _config.configure(listeners=[alerts])

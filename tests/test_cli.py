@@ -9,6 +9,7 @@ import io
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -346,7 +347,7 @@ def test_option_errors(tmp_path: Path) -> None:
 
 def test_env_vars_and_flag_precedence(world: World, tmp_path: Path) -> None:
     other = tmp_path / "other.db"
-    SQLiteLedger(other).close()
+    sqlite3.connect(other).close()  # a database with no ledger table yet: reads as empty
     env = {"BUDGETGUARD_LEDGER": f"sqlite:///{other}", "BUDGETGUARD_CONFIG": str(world.config)}
     code, out, _ = run_main("report", "--json", env=env)
     assert code == 0 and json.loads(out) == []  # the env var beats the config file
@@ -460,3 +461,43 @@ def test_counter_keys_round_trip() -> None:
     assert parse_counter_key("garbage") is None
     assert counter_pattern("bg", "user", key="u 1") == "bg:{*}:c:*user=u%201:*:*"
     assert counter_pattern("b*g", "feature", window="day") == "b\\*g:{global}:c:feature=*:day:*"
+
+
+# -- issue 11: hostile ids, secrets, bad options, read commands that create ---------------
+
+
+def test_control_characters_in_ids_cannot_forge_table_rows(world: World) -> None:
+    forged = "evil\n\x1b[31macme  $0.00\x07"
+    call(1_000, tenant=forged, user="u-9", feature="chat")
+    assert world.ledger.flush(10)
+    code, out, _ = world.run("report", "--by", "tenant")
+    assert code == 0
+    assert "\x1b" not in out and "\x07" not in out
+    assert "evil\\n\\x1b[31macme  $0.00\\x07" in out
+    assert all(not line.startswith("\x1b") for line in out.splitlines())
+    code, out, _ = world.run("status", "--scope", "tenant", "--key", forged)
+    assert code == 0 and "\x1b" not in out and "evil\\n" in out
+    code, out, _ = world.run("report", "--by", "tenant", "--json")
+    assert forged in {row["key"] for row in json.loads(out)}  # machine output stays exact
+
+
+def test_limits_never_prints_a_secret_of_the_store_url(tmp_path: Path) -> None:
+    url = "redis://admin:hunter2@127.0.0.1:6379/0?password=hunter3&socket_timeout=2"
+    code, out, _ = run_main("limits", "--store", url)
+    assert code == 0
+    assert "hunter" not in out
+    assert "redis://admin:***@127.0.0.1:6379/0?password=***&socket_timeout=2" in out
+
+
+def test_an_absurd_since_is_an_option_error(tmp_path: Path) -> None:
+    db = tmp_path / "l.db"
+    sqlite3.connect(db).close()
+    code, _, err = run_main("report", "--ledger", str(db), "--since", "99999999d")
+    assert code == 2 and "--since: '99999999d' reaches before the year 1" in err
+
+
+def test_read_commands_never_create_a_database(tmp_path: Path) -> None:
+    wrong = tmp_path / "wrong" / "path.db"
+    code, _, err = run_main("report", "--ledger", f"sqlite:///{wrong}")
+    assert code == 2 and "no SQLite database" in err
+    assert not wrong.exists() and not wrong.parent.exists()

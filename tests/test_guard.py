@@ -137,7 +137,9 @@ def test_downgrade_walks_to_a_model_that_fits() -> None:
 def test_block_waits_for_a_hold_to_settle() -> None:
     bg.configure(
         policy=bg.Policy(
-            limits=[bg.Limit(scope="global", usd="0.01")], on_exceed="block", block_timeout=10
+            limits=[bg.Limit(scope="global", usd="0.01", window="total")],
+            on_exceed="block",
+            block_timeout=10,
         )
     )
     first = admit_cost(bg.Money.usd("0.008").nanos)
@@ -160,7 +162,11 @@ def test_block_waits_for_a_hold_to_settle() -> None:
 
 
 def test_block_gives_up_at_once_when_waiting_cannot_help() -> None:
-    bg.configure(policy=bg.Policy(limits=[bg.Limit(scope="global", usd="0.01")], on_exceed="block"))
+    bg.configure(
+        policy=bg.Policy(
+            limits=[bg.Limit(scope="global", usd="0.01", window="total")], on_exceed="block"
+        )
+    )
     started = time.monotonic()
     with pytest.raises(bg.BudgetExceeded):
         admit_cost(bg.Money.usd("0.02").nanos)
@@ -170,7 +176,9 @@ def test_block_gives_up_at_once_when_waiting_cannot_help() -> None:
 def test_block_times_out() -> None:
     bg.configure(
         policy=bg.Policy(
-            limits=[bg.Limit(scope="global", usd="0.01")], on_exceed="block", block_timeout=0.3
+            limits=[bg.Limit(scope="global", usd="0.01", window="total")],
+            on_exceed="block",
+            block_timeout=0.3,
         )
     )
     held = admit_cost(bg.Money.usd("0.008").nanos)
@@ -266,7 +274,7 @@ async def test_an_unreserved_async_response_is_charged_after_the_fact() -> None:
 
 
 def test_estimate_path_releases_on_error_and_charges_the_estimate_otherwise() -> None:
-    bg.configure(policy=bg.Policy(limits=[bg.Limit(scope="feature", usd="0.10")]))
+    bg.configure(policy=bg.Policy(limits=[bg.Limit(scope="feature", usd="0.10", window="total")]))
 
     @bg.budget(feature="ocr", estimate=lambda pages: Decimal("0.01") * pages)
     def ocr(pages: int) -> str:
@@ -387,8 +395,12 @@ def test_every_call_is_planned_for_its_own_attribution_frames_and_model() -> Non
         "model=gpt-4o:day",
     ]
     assert keys(tenant="b") == ["tenant=b:day"]
-    assert keys(tenant="b", limits=[bg.Limit(scope="feature", usd=1)]) == ["tenant=b:day"]
-    assert keys(tenant="b", feature="f", limits=[bg.Limit(scope="feature", usd=1)]) == [
+    assert keys(tenant="b", limits=[bg.Limit(scope="feature", usd=1, window="total")]) == [
+        "tenant=b:day"
+    ]
+    assert keys(
+        tenant="b", feature="f", limits=[bg.Limit(scope="feature", usd=1, window="total")]
+    ) == [
         "tenant=b:day",
         "feature=f:total",
     ]

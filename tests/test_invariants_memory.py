@@ -20,7 +20,7 @@ MAX_ESTIMATE = bg.Money.usd("0.01").nanos
 def one_dollar_budget(store: MemoryStore | None = None) -> None:
     bg.configure(
         store=store or MemoryStore(),
-        policy=bg.Policy(limits=[bg.Limit(scope="global", usd=LIMIT)]),
+        policy=bg.Policy(limits=[bg.Limit(scope="global", usd=LIMIT, window="total")]),
     )
 
 
@@ -84,7 +84,7 @@ def test_a_reservation_is_a_lease_and_a_late_settle_still_charges_once() -> None
     store = MemoryStore(clock=lambda: now[0])
     bg.configure(
         store=store,
-        policy=bg.Policy(limits=[bg.Limit(scope="global", usd=LIMIT)], lease_s=60),
+        policy=bg.Policy(limits=[bg.Limit(scope="global", usd=LIMIT, window="total")], lease_s=60),
     )
     crashed = admit_cost(bg.Money.usd("0.9").nanos)  # its process "dies" here
     with pytest.raises(bg.BudgetExceeded):

@@ -193,7 +193,9 @@ def test_records_from_the_engine_match_the_store_to_the_nano(ledger: Ledger) -> 
 def test_many_threads_nothing_lost(ledger: Ledger) -> None:
     memory = MemoryStore()
     _config.configure(
-        store=memory, policy=Policy(limits=[Limit("tenant", usd=1000)]), listeners=[ledger]
+        store=memory,
+        policy=Policy(limits=[Limit("tenant", usd=1000, window="total")]),
+        listeners=[ledger],
     )
 
     def work(worker: int) -> None:
@@ -366,7 +368,9 @@ def test_redis_backed_store_and_ledger_agree(redis_url: str, tmp_path: Path) -> 
     store = RedisStore.from_url(redis_url, prefix=f"bgt{uuid.uuid4().hex[:8]}")
     with SQLiteLedger(tmp_path / "r.db") as lite:
         _config.configure(
-            store=store, policy=Policy(limits=[Limit("feature", usd=1)]), listeners=[lite]
+            store=store,
+            policy=Policy(limits=[Limit("feature", usd=1, window="total")]),
+            listeners=[lite],
         )
         for n in range(30):
             guarded_call(123_456_789 // (n + 1), user="u", feature="summarize")

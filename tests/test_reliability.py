@@ -323,7 +323,9 @@ def test_a_settle_kept_during_an_outage_lands_before_the_next_reserve() -> None:
 
 def test_the_upkeep_thread_lands_kept_settles_on_its_own() -> None:
     store = Outage()
-    bg.configure(store=store, policy=bg.Policy(limits=[bg.Limit(scope="tenant", usd=1)]))
+    bg.configure(
+        store=store, policy=bg.Policy(limits=[bg.Limit(scope="tenant", usd=1, window="total")])
+    )
     with bg.spend_limit(tenant="acme"):
         admission = admit_cost(500)
     store.down = True
@@ -363,7 +365,7 @@ def test_settles_kept_at_exit_are_flushed(redis_client: Any, redis_url: str) -> 
     assert "kept" in done.stderr  # the failed settle was logged
     bg.configure(
         store=RedisStore(redis_url, prefix="atexit"),
-        policy=bg.Policy(limits=[bg.Limit(scope="tenant", usd=1)]),
+        policy=bg.Policy(limits=[bg.Limit(scope="tenant", usd=1, window="total")]),
     )
     assert bg.status("tenant", "acme").spent == Decimal("7E-7")  # flushed at exit
 
@@ -401,3 +403,13 @@ def test_retry_after_is_also_given_in_seconds() -> None:
     assert seconds is not None and 0 <= seconds <= 3600
     assert refused.value.retry_after is not None
     assert seconds == refused.value.retry_after.total_seconds()
+
+
+def test_a_downgrade_to_a_model_with_no_price_fails_at_configure() -> None:
+    """It used to be accepted, and only the first call that needed it failed."""
+    with pytest.raises(bg.ConfigurationError, match=r"downgrade\['gpt-4o'\]: 'gpt-4o-mni'"):
+        bg.configure(policy=bg.Policy(on_exceed="downgrade", downgrade={"gpt-4o": "gpt-4o-mni"}))
+    bg.configure(
+        policy=bg.Policy(on_exceed="downgrade", downgrade={"gpt-4o": "house-model"}),
+        prices={"house-model": {"input": 1, "output": 2}},
+    )

@@ -7,6 +7,8 @@ by every thread without copying.
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any, Literal
@@ -14,7 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .money import to_decimal, usd_to_nanos
+from .money import MAX_NANOS, nanos_to_usd, to_decimal, usd_to_nanos
 from .windows import Window
 
 __all__ = ["Limit", "OnExceed", "Policy", "Scope", "Threshold"]
@@ -25,6 +27,12 @@ OnExceed = Literal["raise", "downgrade", "block"]
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
 
 
+MAX_USD = nanos_to_usd(MAX_NANOS)
+"""The largest limit a store can hold exactly ($9,007,199.254740991)."""
+MAX_SECONDS = 30 * 86_400.0
+"""Leases and waits are bounded: a month is longer than any LLM call."""
+
+
 def _usd(value: Any, field: str) -> Decimal:
     try:
         amount = to_decimal(value, field=field)
@@ -33,6 +41,14 @@ def _usd(value: Any, field: str) -> Decimal:
     if amount < 0:
         raise ValueError(f"{field}: must be >= 0, got {amount}")
     return amount
+
+
+def _seconds(value: float, field: str, *, positive: bool) -> float:
+    if not math.isfinite(value) or value > MAX_SECONDS:
+        raise ValueError(f"{field}: must be a finite number of seconds <= {MAX_SECONDS:g}")
+    if value < 0 or (positive and value == 0):
+        raise ValueError(f"{field}: must be {'> 0' if positive else '>= 0'}, got {value}")
+    return value
 
 
 class Limit(BaseModel):
@@ -63,7 +79,13 @@ class Limit(BaseModel):
     @field_validator("usd", mode="before")
     @classmethod
     def _check_usd(cls, value: Any) -> Decimal:
-        return _usd(value, "usd")
+        amount = _usd(value, "usd")
+        if amount > MAX_USD:
+            raise ValueError(
+                f"usd: at most ${MAX_USD} (2**53-1 nano-USD, what every store holds exactly), "
+                f"got {amount}"
+            )
+        return amount
 
     @field_validator("key")
     @classmethod
@@ -76,6 +98,13 @@ class Limit(BaseModel):
     def _check_window(self) -> Limit:
         own = {"request": "request", "run": "run"}.get(self.scope)
         if self.window is None:
+            if own is None:
+                warnings.warn(
+                    f"Limit(scope={self.scope!r}, usd={self.usd}) has no window, so it never "
+                    "resets; pass window='day' (or 'month', ...), or window='total' to say so",
+                    UserWarning,
+                    stacklevel=4,
+                )
             object.__setattr__(self, "window", own or "total")
         elif own is not None and self.window != own:
             raise ValueError(
@@ -136,9 +165,19 @@ class Policy(BaseModel):
     on_exceed: OnExceed = "raise"
     downgrade: Mapping[str, str] = Field(default_factory=dict)
     alerts: tuple[Threshold, ...] = ()
-    block_timeout: float = Field(default=30.0, ge=0)
-    lease_s: float = Field(default=600.0, gt=0)
+    block_timeout: float = 30.0
+    lease_s: float = 600.0
     timezone: str = "UTC"
+
+    @field_validator("block_timeout")
+    @classmethod
+    def _check_block_timeout(cls, value: float) -> float:
+        return _seconds(value, "block_timeout", positive=False)
+
+    @field_validator("lease_s")
+    @classmethod
+    def _check_lease(cls, value: float) -> float:
+        return _seconds(value, "lease_s", positive=True)
 
     @field_validator("timezone")
     @classmethod

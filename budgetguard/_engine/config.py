@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._core.errors import ConfigurationError
+from .._core.errors import ConfigurationError, UnknownModel
 from .._core.policy import Policy
 from .._core.records import CallRecord
 from ..pricing.book import PriceBook
@@ -130,6 +130,7 @@ def configure(
                 fallback=fallback_price if fallback_price is not None else book.fallback,
                 providers=providers if providers is not None else book.providers,
             )
+        _check_downgrades(new_policy, book)
         _settings = Settings(
             policy=new_policy,
             store=sync,
@@ -139,6 +140,18 @@ def configure(
             listeners=old.listeners if listeners is None else tuple(listeners),
         )
         return _settings
+
+
+def _check_downgrades(policy: Policy, book: PriceBook) -> None:
+    """Every model a downgrade leads to must have a price: found now, not at the call."""
+    for start, target in policy.downgrade.items():
+        try:
+            book.rates(target)
+        except UnknownModel as error:
+            raise ConfigurationError(
+                f"downgrade[{start!r}]: {target!r} has no price ({error}); add it with "
+                f"prices={{{target!r}: ...}} or fix the name"
+            ) from None
 
 
 def reset() -> Settings:

@@ -70,7 +70,7 @@ class Context:
             else:
                 where = self.sources.get("ledger", "ledger")
                 try:
-                    self._ledger = open_ledger(self.ledger_url)
+                    self._ledger = open_ledger(self.ledger_url, must_exist=True)
                 except ConfigurationError as exc:
                     raise CliError(f"{where}: {exc}") from None
         return self._ledger

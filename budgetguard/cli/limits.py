@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from typing import TextIO
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from .._core.money import format_usd
 from .context import Context
@@ -50,11 +51,20 @@ def cmd_limits(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+_SECRET_PARAMS = ("pass", "pwd", "secret", "token", "key", "auth", "credential")
+
+
 def redact(url: str) -> str:
-    """Hide a password in a URL before printing it."""
-    head, sep, tail = url.partition("://")
-    if sep and "@" in tail.split("/", 1)[0]:
-        creds, _, rest = tail.partition("@")
+    """Hide credentials in a URL before printing it: ``user:***@`` and secret-looking
+    query values (``?password=***``)."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        creds, _, host = netloc.rpartition("@")
         user = creds.split(":", 1)[0]
-        return f"{head}://{user}:***@{rest}" if ":" in creds else url
-    return url
+        netloc = f"{user}:***@{host}" if ":" in creds else netloc
+    query = "&".join(
+        f"{name}=***" if any(word in name.lower() for word in _SECRET_PARAMS) else f"{name}={v}"
+        for name, v in parse_qsl(parts.query, keep_blank_values=True)
+    )
+    return urlunsplit(parts._replace(netloc=netloc, query=query))

@@ -9,7 +9,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, TextIO
 
-__all__ = ["Row", "emit", "percent"]
+__all__ = ["Row", "emit", "percent", "printable"]
 
 Row = dict[str, Any]
 
@@ -19,7 +19,15 @@ def _cell(value: Any) -> str:
         return "-"
     if isinstance(value, datetime):
         return value.strftime("%Y-%m-%d %H:%M UTC")
-    return str(value)
+    return printable(str(value))
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters escaped: an id from a request header must not
+    forge table rows (a newline) or recolour the terminal (an escape sequence)."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _table(rows: Sequence[Row], columns: Sequence[tuple[str, str]], out: TextIO) -> None:

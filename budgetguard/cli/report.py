@@ -8,6 +8,7 @@ from typing import TextIO
 from .._core.errors import ConfigurationError
 from .._core.money import format_usd
 from ..observe.ledger import parse_since
+from ..observe.ledger.sql import Dialect
 from .context import CliError, Context
 from .render import emit, percent
 
@@ -18,14 +19,12 @@ def cmd_report(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
     try:
         since = parse_since(args.since, field="--since")
         until = None if args.until is None else parse_since(args.until, field="--until")
+        Dialect("sqlite", "options").group_expr(args.by)  # a bad --by, before any I/O
     except ConfigurationError as exc:
-        raise CliError(str(exc)) from None
+        raise CliError(str(exc).replace("by: ", "--by: ", 1)) from None
     ledger = ctx.ledger()
     ledger.flush(5)  # an --app's live ledger: include its last rows
-    try:
-        report = ledger.report(args.by, since=since, until=until)
-    except ConfigurationError as exc:
-        raise CliError(f"--by: {exc}".replace("--by: by: ", "--by: ")) from None
+    report = ledger.report(args.by, since=since, until=until)
     total = sum(r.cost_nanos for r in report)
     shown = report[: args.top] if args.top else report
     rows = [

@@ -21,6 +21,8 @@ class SQLiteLedger(Ledger):
     """A ledger in a local SQLite file (WAL mode: many processes may share one file).
 
     ``SQLiteLedger("budgetguard.db")``; the table is created on first use.
+    ``must_exist=True`` (what the CLI's read commands use) refuses a path with
+    no database instead of creating an empty one there.
     """
 
     def __init__(
@@ -31,6 +33,7 @@ class SQLiteLedger(Ledger):
         batch_size: int = 500,
         max_queue: int = 100_000,
         environment: str | None = None,
+        must_exist: bool = False,
     ) -> None:
         text = os.fspath(path)
         if not text or text == ":memory:":
@@ -38,6 +41,12 @@ class SQLiteLedger(Ledger):
                 "path: the SQLite ledger needs a file (it is read from other connections)"
             )
         self.path = Path(text)
+        if must_exist and not self.path.is_file():
+            raise ConfigurationError(
+                f"ledger: no SQLite database at {text!r} (nothing was created there); "
+                "check the path, or write to it first"
+            )
+        self.must_exist = must_exist
         self.dialect = Dialect("sqlite", check_identifier(table, "table"))
         super().__init__(batch_size=batch_size, max_queue=max_queue, environment=environment)
 
@@ -45,6 +54,9 @@ class SQLiteLedger(Ledger):
         return isinstance(error, (sqlite3.OperationalError, OSError))  # locked, disk, I/O
 
     def _connect(self, *, writer: bool = True) -> sqlite3.Connection:
+        if self.must_exist:  # a reader: never create the file (or its folder)
+            uri = f"{self.path.resolve().as_uri()}?mode=ro"
+            return sqlite3.connect(uri, uri=True, timeout=10.0, check_same_thread=False)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, timeout=10.0, check_same_thread=False)
         if writer:  # WAL is a property of the file: readers never block the writer
@@ -126,7 +138,8 @@ class PostgresLedger(Ledger):
 def open_ledger(url: str | os.PathLike[str], **options: Any) -> Ledger:
     """A ledger from a URL: ``sqlite:///relative.db``, ``sqlite:////abs/path.db``,
     a bare file path, or ``postgresql://user@host:5432/db`` (``?table=name``
-    and ``&schema=name`` pick the table)."""
+    and ``&schema=name`` pick the table). ``must_exist=True``: only read what is
+    there - no SQLite file is created, no table either."""
     text = os.fspath(url).strip()
     if not text:
         raise ConfigurationError("ledger: empty URL; e.g. sqlite:///budgetguard.db")
@@ -138,6 +151,7 @@ def open_ledger(url: str | os.PathLike[str], **options: Any) -> Ledger:
             if name in query:
                 options.setdefault(name, query.pop(name))
         dsn = urlunsplit(parts._replace(query=urlencode(query)))
+        options.pop("must_exist", None)  # a missing table reads as empty, never created
         return PostgresLedger(dsn, **options)
     if scheme == "sqlite":
         query = dict(parse_qsl(parts.query))

@@ -292,10 +292,8 @@ class Ledger:
             except Exception as exc:
                 if "exist" not in str(exc) and "no such table" not in str(exc):
                     raise
-                conn.rollback()  # nothing written yet: create the table, ask again
-                self._setup(conn)
-                cur = conn.cursor()
-                cur.execute(sql, tuple(params))
+                conn.rollback()  # nothing written yet: no rows to read
+                return []
             return [tuple(r) for r in cur.fetchall()]
         finally:
             conn.close()
@@ -323,7 +321,8 @@ class Ledger:
     ) -> tuple[int, int]:
         """(cost in nano-USD, number of calls) over the period."""
         sql = self.dialect.total(until=until is not None)
-        cost, calls = self._query(sql, _bounds(since, until))[0]
+        found = self._query(sql, _bounds(since, until))
+        cost, calls = found[0] if found else (0, 0)
         return int(cost), int(calls)
 
     def rows(
@@ -360,7 +359,12 @@ def parse_since(value: str | timedelta | datetime, *, field: str = "since") -> d
     text = value.strip().lower()
     units = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
     if text and text[-1] in units and text[:-1].isdigit():
-        return now - timedelta(seconds=int(text[:-1]) * units[text[-1]])
+        try:
+            return now - timedelta(seconds=int(text[:-1]) * units[text[-1]])
+        except OverflowError:
+            raise ConfigurationError(
+                f"{field}: {value!r} reaches before the year 1; use an ISO date instead"
+            ) from None
     try:
         moment = datetime.fromisoformat(value.strip())
     except ValueError:
