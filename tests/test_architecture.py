@@ -25,7 +25,11 @@ LAYERS: dict[str, int] = {
     "budgetguard.stores": 3,
     "budgetguard._engine": 4,
     "budgetguard.providers.calls": 5,  # the shell that puts the engine around SDK methods
+    "budgetguard.providers.prepared": 5,
+    "budgetguard.providers.meter": 5,
     "budgetguard.providers.streams": 5,
+    "budgetguard.providers.raw": 5,
+    "budgetguard.providers.manager": 5,
     "budgetguard.providers.instrument": 5,
     "budgetguard.observe": 5,
     "budgetguard.integrations": 6,

@@ -9,14 +9,20 @@ from typing import Any, Literal
 
 from .counters import Counter
 from .money import nanos_to_usd
-from .usage import Usage
+from .usage import PriceContext, Usage
 
 __all__ = ["CallRecord", "LLMRequest", "Outcome"]
 
 
 @dataclass(frozen=True, slots=True)
 class LLMRequest:
-    """What an LLM call asks for, enough to estimate its worst-case cost."""
+    """What an LLM call asks for, enough to estimate its worst-case cost.
+
+    ``provider`` is the genai-prices provider id to price under (None: by the
+    model's name); ``price_context`` the price variant asked for (a service
+    tier: ``(("service_tier", "flex"),)``); ``aliases`` maps names the API
+    takes (an Azure deployment, ``"prod-chat"``) to the model to price them as.
+    """
 
     model: str
     messages: Sequence[Mapping[str, Any]] | None = None
@@ -25,6 +31,12 @@ class LLMRequest:
     tools: Sequence[Mapping[str, Any]] | None = None
     max_tokens: int | None = None
     provider: str | None = None
+    price_context: PriceContext = ()
+    aliases: Mapping[str, str] | None = None
+
+    def priced_as(self, model: str) -> str:
+        """The model whose prices ``model`` (a name the API takes) is charged at."""
+        return self.aliases.get(model, model) if self.aliases else model
 
 
 Outcome = Literal["ok", "downgraded", "denied", "error", "unpriced"]

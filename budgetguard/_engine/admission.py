@@ -11,7 +11,7 @@ from .._core.attribution import Attribution, Frame
 from .._core.counters import Counter, Reservation
 from .._core.errors import StoreUnavailable, UnknownModel
 from .._core.money import check_nanos, nanos_to_usd
-from .._core.records import CallRecord, Outcome
+from .._core.records import CallRecord, LLMRequest, Outcome
 from .._core.usage import Usage
 from ..stores.drive import Flow, Release, Settle, arun, run
 from .config import Settings
@@ -59,7 +59,7 @@ class Admission:
     frames: tuple[Frame, ...]
     attribution: Attribution
     settings: Settings
-    provider: str | None = None
+    request: LLMRequest | None = None
     started: float = field(default_factory=time.monotonic)
     counters: tuple[Counter, ...] = ()
     cost: int | None = None
@@ -74,17 +74,26 @@ class Admission:
     def estimate_usd(self) -> Decimal:
         return nanos_to_usd(self.estimate)
 
+    @property
+    def provider(self) -> str | None:
+        return self.request.provider if self.request is not None else None
+
     def price(self, usage: Usage, model: str | None = None) -> int:
         """Nano-USD for ``usage``; the reported model's price, else the admitted one's.
 
         A response may name a model we cannot price (a fine-tune, a new
         snapshot): the admitted model was priced when estimating, so the call
-        is charged at its rates rather than at $0.
+        is charged at its rates rather than at $0. The price variant is the one
+        the usage reports (a service tier), else the one the request asked for.
         """
         prices = self.settings.prices
+        request = self.request
+        context = usage.context or (request.price_context if request is not None else ())
+        provider = self.provider
         if model is not None and model != self.model:
             try:
-                return prices.rates(model, self.provider).cost(usage)
+                name = request.priced_as(model) if request is not None else model
+                return prices.rates(name, provider, context).cost(usage)
             except UnknownModel:
                 log.warning(
                     "budgetguard: response model %r has no price; charging %r rates",
@@ -93,7 +102,8 @@ class Admission:
                 )
         if self.model is None:
             raise UnknownModel(model or "<none>", ": the call named no model to price usage with")
-        return prices.rates(self.model, self.provider).cost(usage)
+        name = request.priced_as(self.model) if request is not None else self.model
+        return prices.rates(name, provider, context).cost(usage)
 
     # -- the procedures, written once ------------------------------------------
     def _finish(self, nanos: int, model: str | None, usage: Usage | None) -> bool:

@@ -102,7 +102,7 @@ class AdmissionState:
             frames=self.frames,
             attribution=self.who,
             settings=self.settings,
-            provider=self.request.provider if self.request else None,
+            request=self.request,
             counters=self.counters,
         )
 
@@ -191,7 +191,7 @@ def _plan(
 
 def worst_case(settings: Settings, request: LLMRequest, model: str) -> int:
     """The most ``request`` sent to ``model`` can cost, in nano-USD."""
-    rates = settings.prices.rates(model, request.provider)
+    rates = settings.prices.rates(request.priced_as(model), request.provider, request.price_context)
     input_tokens, output_tokens = estimate_tokens(
         model,
         messages=request.messages,

@@ -17,6 +17,7 @@ price boundary when that comes sooner.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Mapping
@@ -24,15 +25,20 @@ from datetime import UTC, date, datetime, timedelta
 from datetime import time as dtime
 from decimal import Decimal
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal
 
 from .._core.errors import ConfigurationError, UnknownModel
-from .._core.usage import Usage
+from .._core.usage import PriceContext, Usage
+from .detailed import DETAIL_KEYS
 from .output_limits import DEFAULT_MAX_OUTPUT_TOKENS, table_max_output
 from .prices import Price, rates_from_price
 from .rates import ModelRates, Rate, TieredRate, nanos_per_million
 
-__all__ = ["REFRESH_SECONDS", "PriceBook"]
+__all__ = ["REFRESH_SECONDS", "FreeModels", "PriceBook"]
+
+FreeModels = Literal["price", "refuse"]
+
+log = logging.getLogger("budgetguard")
 
 REFRESH_SECONDS = 3600.0
 """A cached genai-prices entry is re-resolved after this long (monotonic clock)."""
@@ -57,11 +63,37 @@ def _genai_rate(value: object, scale: int = 1) -> Rate | None:
     raise TypeError(f"unexpected genai-prices price {value!r}")
 
 
-def _rates_from_genai(provider: Any, model: Any, now: datetime) -> ModelRates | None:
-    prices = model.get_prices(now)
+_DETAIL_PRICE_KEYS = {
+    key: ("web_searches_kcount" if key == "web_searches" else key.replace("_tokens", "_mtok"))
+    for key in DETAIL_KEYS
+}
+
+
+def _is_free(prices: Any) -> bool:
+    """genai-prices lists the model with no price at all (its way of saying free)."""
+    return not any(value is not None for name, value in vars(prices).items() if name[:1] != "_")
+
+
+def _rates_from_genai(
+    provider: Any, model: Any, now: datetime, context: PriceContext, free: FreeModels
+) -> ModelRates | None:
+    # A price variant (service tier, batch, fast mode) applies to the provider's own
+    # models only, not to a fallback provider's (genai-prices' rule).
+    own = any(model is candidate for candidate in provider.models)
+    prices = model.get_prices(now, dict(context)) if context and own else model.get_prices(now)
     input_rate = _genai_rate(getattr(prices, "input_mtok", None))
     output_rate = _genai_rate(getattr(prices, "output_mtok", None))
     if input_rate is None or output_rate is None:
+        if free == "price" and _is_free(prices):
+            return ModelRates(
+                model=model.id,
+                provider=provider.id,
+                input_rate=0,
+                output_rate=0,
+                max_output_tokens=table_max_output(model.id) or DEFAULT_MAX_OUTPUT_TOKENS,
+                context_window=model.context_window,
+                source="free",
+            )
         return None
     requests = _genai_rate(getattr(prices, "requests_kcount", None), scale=1000)
     if isinstance(requests, TieredRate):  # never seen; charge the highest tier
@@ -77,6 +109,11 @@ def _rates_from_genai(provider: Any, model: Any, now: datetime) -> ModelRates | 
         cache_write_1h_rate=_genai_rate(getattr(prices, "cache_write_1h_mtok", None)),
         reasoning_rate=_genai_rate(getattr(prices, "output_reasoning_mtok", None)),
         request_rate=requests or 0,
+        detail_rates=tuple(
+            (key, rate)
+            for key, price_key in _DETAIL_PRICE_KEYS.items()
+            if (rate := _genai_rate(getattr(prices, price_key, None))) is not None
+        ),
         max_output_tokens=(
             table_max_output(model.id) or context_window or DEFAULT_MAX_OUTPUT_TOKENS
         ),
@@ -128,6 +165,15 @@ def _find(model: str, provider: str | None) -> tuple[Any, Any] | None:
     return None
 
 
+def _log_free(rates: ModelRates) -> None:
+    log.warning(
+        "budgetguard: genai-prices lists no price for %s (%s): priced $0 as free. "
+        "configure(free_models='refuse') refuses such models instead.",
+        rates.model,
+        rates.provider,
+    )
+
+
 def _check_provider(provider: str, where: str) -> None:
     from genai_prices.data_snapshot import get_snapshot
 
@@ -149,11 +195,14 @@ class PriceBook:
     ``overrides`` maps a model name (exact string) to a ``Price`` or a mapping
     of its fields; ``fallback`` prices any model nobody else can;
     ``providers`` maps a model name to the genai-prices provider id to look it
-    up under, when the name alone is ambiguous. Thread-safe; lookups are
-    cached by the exact ``(model, provider)`` asked.
+    up under; it wins over the provider a client was instrumented with (the
+    user said so for that model). ``free_models``: a model genai-prices lists
+    with no price at all is priced $0 (``"price"``, logged once) or refused as
+    ``UnknownModel`` (``"refuse"``). Thread-safe; lookups are cached by the
+    exact ``(model, provider, price context)`` asked.
     """
 
-    __slots__ = ("_cache", "_fallback", "_lock", "_overrides", "_providers")
+    __slots__ = ("_cache", "_fallback", "_free", "_lock", "_overrides", "_providers")
 
     def __init__(
         self,
@@ -161,7 +210,13 @@ class PriceBook:
         *,
         fallback: Price | Mapping[str, object] | None = None,
         providers: Mapping[str, str] | None = None,
+        free_models: FreeModels = "price",
     ) -> None:
+        if free_models not in ("price", "refuse"):
+            raise ConfigurationError(
+                f"free_models: expected 'price' or 'refuse', got {free_models!r}"
+            )
+        self._free: FreeModels = free_models
         parsed: dict[str, Price] = {}
         for name, price in (overrides or {}).items():
             if not isinstance(name, str) or not name:
@@ -177,7 +232,7 @@ class PriceBook:
             _check_provider(provider, where)
             checked[name] = provider
         self._providers: Mapping[str, str] = MappingProxyType(checked)
-        self._cache: dict[tuple[str, str | None], tuple[ModelRates, float]] = {}
+        self._cache: dict[tuple[str, str | None, PriceContext], tuple[ModelRates, float]] = {}
         self._lock = threading.Lock()
 
     @property
@@ -192,35 +247,47 @@ class PriceBook:
     def providers(self) -> Mapping[str, str]:
         return self._providers
 
-    def rates(self, model: str, provider: str | None = None) -> ModelRates:
-        """The rates of ``model``: a dict hit once resolved (refreshed after an hour)."""
-        entry = self._cache.get((model, provider))
+    @property
+    def free_models(self) -> FreeModels:
+        return self._free
+
+    def rates(
+        self, model: str, provider: str | None = None, context: PriceContext = ()
+    ) -> ModelRates:
+        """The rates of ``model`` (at the price variant ``context`` selects, e.g. a
+        service tier): a dict hit once resolved (refreshed after an hour)."""
+        key = (model, provider, context)
+        entry = self._cache.get(key)
         if entry is not None and entry[1] > time.monotonic():
             return entry[0]
-        rates, expires = self._resolve(model, provider)
+        rates, expires = self._resolve(model, provider, context)
         with self._lock:
             if len(self._cache) >= _MAX_CACHED:
                 self._cache.clear()
-            self._cache[(model, provider)] = (rates, expires)
+            self._cache[key] = (rates, expires)
         return rates
 
     def cost(self, model: str, usage: Usage, provider: str | None = None) -> int:
-        """nano-USD ``usage`` of ``model`` costs."""
-        return self.rates(model, provider).cost(usage)
+        """nano-USD ``usage`` of ``model`` costs (at the tier ``usage.context`` names)."""
+        return self.rates(model, provider, usage.context).cost(usage)
 
-    def _resolve(self, model: str, provider: str | None) -> tuple[ModelRates, float]:
+    def _resolve(
+        self, model: str, provider: str | None, context: PriceContext
+    ) -> tuple[ModelRates, float]:
         if not isinstance(model, str) or not model:
             raise ConfigurationError(f"model: expected a model name, got {model!r}")
         override = self._overrides.get(model)
         if override is not None:
             return rates_from_price(model, "custom", override, "override"), _FOREVER
-        provider_id = provider or self._providers.get(model)
+        provider_id = self._providers.get(model) or provider
         detail = f" under provider {provider_id!r}" if provider_id else ""
         found = _find(model, provider_id)
         if found is not None:
             now = datetime.now(UTC)
-            rates = _rates_from_genai(found[0], found[1], now)
+            rates = _rates_from_genai(found[0], found[1], now, context, self._free)
             if rates is not None:
+                if rates.source == "free":
+                    _log_free(rates)
                 ttl = REFRESH_SECONDS
                 change = _next_price_change(found[1], now)
                 if change is not None:
@@ -229,6 +296,11 @@ class PriceBook:
             detail = (
                 f": genai-prices knows {found[1].id!r} ({found[0].id}) "
                 "but has no per-token input and output price for it"
+                + (
+                    " (it lists the model as free; free_models='refuse')"
+                    if _is_free(found[1].get_prices(now))
+                    else ""
+                )
             )
         if self._fallback is not None:
             rates = rates_from_price(model, provider_id or "custom", self._fallback, "fallback")

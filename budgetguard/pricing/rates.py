@@ -13,34 +13,14 @@ from decimal import ROUND_CEILING, Decimal
 from .._core.errors import ConfigurationError
 from .._core.money import NANOS_PER_USD
 from .._core.usage import Usage
+from .detailed import CORE_KEYS, Leaves, detailed_total, leaves_for
+from .tiers import Rate, TieredRate, rate_at
 
-__all__ = ["PER_MILLION", "ModelRates", "Rate", "TieredRate", "nanos_per_million"]
+_at = rate_at
+
+__all__ = ["PER_MILLION", "ModelRates", "Rate", "TieredRate", "nanos_per_million", "rate_at"]
 
 PER_MILLION = 1_000_000
-
-
-@dataclass(frozen=True, slots=True)
-class TieredRate:
-    """Cliff pricing: when *total* input tokens exceed a tier's start, its rate applies to all."""
-
-    base: int
-    tiers: tuple[tuple[int, int], ...]  # (start, rate), ascending by start
-
-    def at(self, input_tokens: int) -> int:
-        rate = self.base
-        for start, tier_rate in self.tiers:
-            if input_tokens <= start:
-                break
-            rate = tier_rate
-        return rate
-
-
-Rate = int | TieredRate
-"""nano-USD per million units (USD/MTok * 1e9), flat or tiered by total input tokens."""
-
-
-def _at(rate: Rate, input_tokens: int) -> int:
-    return rate if isinstance(rate, int) else rate.at(input_tokens)
 
 
 _Band = tuple[int, int, int | None, int | None, int | None, int | None]
@@ -53,8 +33,11 @@ class ModelRates:
     """One model's prices as integers, ready for the hot path.
 
     Rates are nano-USD per million tokens; ``request_rate`` is nano-USD per
-    million requests (a per-request fee, rare). ``source`` says where they
-    came from: ``"genai-prices"``, ``"override"`` or ``"fallback"``.
+    million requests (a per-request fee, rare). ``detail_rates`` are the rates
+    of ``UsageDetails``' parts the model prices on their own (audio, image,
+    video tokens per million; web searches per thousand), by genai-prices
+    usage key. ``source`` says where they came from: ``"genai-prices"``,
+    ``"override"``, ``"fallback"`` or ``"free"`` (genai-prices lists no price).
 
     Tiers are resolved once, at construction: every tier start of every rate
     splits the input-token axis into bands, and each band holds the flat rates
@@ -74,6 +57,8 @@ class ModelRates:
     max_output_tokens: int | None = None
     context_window: int | None = None
     source: str = "genai-prices"
+    detail_rates: tuple[tuple[str, Rate], ...] = ()
+    _leaves: Leaves = field(init=False, repr=False, compare=False)
     _starts: tuple[int, ...] = field(init=False, repr=False, compare=False)
     _bands: tuple[_Band, ...] = field(init=False, repr=False, compare=False)
     _worst: tuple[tuple[int, int], ...] = field(init=False, repr=False, compare=False)
@@ -112,14 +97,20 @@ class ModelRates:
         object.__setattr__(self, "_starts", starts)
         object.__setattr__(self, "_bands", tuple(bands))
         object.__setattr__(self, "_worst", tuple(worst))
+        priced = {key: rate for key, rate in zip(CORE_KEYS, rates, strict=True) if rate is not None}
+        object.__setattr__(self, "_leaves", leaves_for({**priced, **dict(self.detail_rates)}))
 
     def cost(self, usage: Usage) -> int:
         """Exact cost in nano-USD, rounded up once at the end.
 
         Equals ``ceil(genai_prices total_price * 1e9)`` for the same usage:
         cache reads/writes and reasoning tokens get their own rate when the
-        model has one, else the plain input/output rate.
+        model has one, else the plain input/output rate. A usage with details
+        (audio, image, video, web searches) is priced unit by unit, as
+        genai-prices does (``detailed.py``).
         """
+        if usage.details is not None:
+            return -(-detailed_total(self._leaves, usage, self.request_rate) // PER_MILLION)
         n = usage.input_tokens
         starts = self._starts
         input_rate, output_rate, read_rate, write_rate, reasoning_rate, write_1h_rate = self._bands[

@@ -3,7 +3,9 @@
 Usage: ``input_tokens`` *excludes* the cache, so the total input is
 ``input_tokens + cache_read_input_tokens + cache_creation_input_tokens``;
 ``cache_creation.ephemeral_1h_input_tokens`` is the part written with the
-one-hour lifetime (dearer). A stream reports input and cache tokens in
+one-hour lifetime (dearer); ``server_tool_use.web_search_requests`` are web
+searches, billed per search. ``speed == "fast"`` and ``service_tier`` select
+the price variant. A stream reports input and cache tokens in
 ``message_start`` and cumulative output in ``message_delta``.
 """
 
@@ -12,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from .._core.records import LLMRequest
-from .._core.usage import Usage
+from .._core.usage import PriceContext, Usage, UsageDetails
 from .base import Surface
 from .fields import (
     check_block,
@@ -30,6 +32,16 @@ from .tracking import StreamTracker
 __all__ = ["ADAPTER", "AnthropicMessages", "AnthropicStreamTracker", "anthropic_usage"]
 
 
+def _context(usage: object) -> PriceContext:
+    """Fast mode and batch processing have their own prices (priority has none)."""
+    context: list[tuple[str, str]] = []
+    if get(usage, "service_tier") == "batch":
+        context.append(("processing", "batch"))
+    if get(usage, "speed") == "fast":
+        context.append(("speed", "fast"))
+    return tuple(context)
+
+
 def anthropic_usage(usage: object, path: str = "response.usage") -> Usage:
     """Anthropic ``Usage``: its ``input_tokens`` excludes cache reads and writes."""
     check_block(usage, path)
@@ -38,6 +50,8 @@ def anthropic_usage(usage: object, path: str = "response.usage") -> Usage:
     details = get(usage, "output_tokens_details")
     # The split of the writes by cache lifetime; one-hour writes cost more.
     creation = get(usage, "cache_creation")
+    tools = get(usage, "server_tool_use")
+    searches = count(tools, "web_search_requests", f"{path}.server_tool_use")
     return usage_of(
         path,
         input_tokens=count(usage, "input_tokens", path, required=True) + read + write,
@@ -48,6 +62,8 @@ def anthropic_usage(usage: object, path: str = "response.usage") -> Usage:
         cache_write_1h_tokens=count(
             creation, "ephemeral_1h_input_tokens", f"{path}.cache_creation"
         ),
+        details=UsageDetails(web_searches=searches) if searches else None,
+        context=_context(usage),
     )
 
 
@@ -102,6 +118,9 @@ class AnthropicStreamTracker(StreamTracker):
                 "cache_creation",
                 "output_tokens",
                 "output_tokens_details",
+                "server_tool_use",
+                "service_tier",
+                "speed",
             ):
                 value = get(source, name)
                 if value is not None:
@@ -115,7 +134,11 @@ class AnthropicMessages:
     sdk = "anthropic"
     surfaces = (
         Surface(("messages",), "create"),
+        Surface(("messages",), "parse", streams=False),
         Surface(("messages",), "stream", kind="stream_manager"),
+        Surface(("beta", "messages"), "create"),
+        Surface(("beta", "messages"), "parse", streams=False),
+        Surface(("beta", "messages"), "stream", kind="stream_manager"),
     )
     stream_usage_option = False
 
@@ -126,18 +149,22 @@ class AnthropicMessages:
             system=system_arg(kwargs.get("system")),
             tools=items_arg(kwargs, "tools"),
             max_tokens=int_arg(kwargs, "max_tokens"),
-            provider="anthropic",
+            price_context=(("speed", "fast"),) if kwargs.get("speed") == "fast" else (),
         )
 
-    def recognizes(self, response: object, usage: object) -> bool:
-        return (
+    def recognizes(self, response: object) -> bool:
+        usage = get(response, "usage")
+        return usage is not None and (
             get(response, "type") == "message"
             or get(usage, "cache_read_input_tokens") is not None
             or get(usage, "cache_creation_input_tokens") is not None
         )
 
-    def usage(self, usage: object, path: str = "response.usage") -> Usage:
-        return anthropic_usage(usage, path)
+    def model(self, response: object) -> str | None:
+        return model_of(response)
+
+    def usage(self, response: object) -> Usage:
+        return anthropic_usage(get(response, "usage"))
 
     def tracker(self) -> StreamTracker:
         return AnthropicStreamTracker()

@@ -6,8 +6,9 @@ Responses, Anthropic messages, ...):
 - which SDK methods carry it (``surfaces``: a path of resource attributes
   from the client, a method name, and whether the method streams);
 - how a call's keyword arguments become an ``LLMRequest`` (``request``);
-- how a response's usage becomes a ``Usage`` (``usage``), and how to tell
-  its responses apart from other shapes (``recognizes``);
+- how to tell its responses apart from other shapes (``recognizes``), which
+  model a response reports (``model``), and what it billed: a ``Usage`` with
+  its details and price variant (``usage``);
 - how to follow one of its streams (``tracker``).
 
 Adapters do no I/O and know nothing of budgets; ``instrument`` puts the
@@ -26,22 +27,26 @@ from .tracking import StreamTracker
 
 __all__ = ["Adapter", "Surface"]
 
-SurfaceKind = Literal["call", "stream_manager"]
+SurfaceKind = Literal["call", "stream", "stream_manager"]
 
 
 @dataclass(frozen=True, slots=True)
 class Surface:
     """One SDK method to guard: ``client.<path...>.<method>``.
 
-    ``streams``: the method returns a stream when called with ``stream=True``.
-    ``kind="stream_manager"``: the method returns a context manager whose
-    ``__enter__`` opens the stream (Anthropic's ``messages.stream``).
+    ``kind="call"``: a call, returning a stream when called with ``stream=True``
+    and ``streams`` is set. ``"stream"``: the method always returns a stream
+    (Gemini's ``generate_content_stream``). ``"stream_manager"``: it returns a
+    context manager whose ``__enter__`` opens the stream (Anthropic's
+    ``messages.stream``). ``fallback``: the method to guard instead when
+    ``method`` does not exist on this SDK version.
     """
 
     path: tuple[str, ...]
     method: str
     streams: bool = True
     kind: SurfaceKind = "call"
+    fallback: str | None = None
 
 
 class Adapter(Protocol):
@@ -65,10 +70,20 @@ class Adapter(Protocol):
         """Chat-completions style: the request must ask for the final usage chunk."""
         ...
 
-    def request(self, kwargs: dict[str, Any]) -> LLMRequest: ...
+    def request(self, kwargs: dict[str, Any]) -> LLMRequest:
+        """The call's request, as the keyword arguments say (raises naming a bad one)."""
+        ...
 
-    def recognizes(self, response: object, usage: object) -> bool: ...
+    def recognizes(self, response: object) -> bool:
+        """``response`` is one of this wire format's (it carries a usage block)."""
+        ...
 
-    def usage(self, usage: object, path: str = "response.usage") -> Usage: ...
+    def model(self, response: object) -> str | None:
+        """The model ``response`` says it came from, if any."""
+        ...
+
+    def usage(self, response: object) -> Usage:
+        """What ``response`` billed (``UsageError`` naming the field when unreadable)."""
+        ...
 
     def tracker(self) -> StreamTracker: ...

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .._core.errors import ConfigurationError, UsageError
-from .._core.usage import Usage
+from .._core.usage import PriceContext, Usage, UsageDetails
 
 __all__ = [
     "check_block",
@@ -62,10 +62,16 @@ def count(obj: object, name: str, path: str, *, required: bool = False) -> int:
     return value
 
 
-def usage_of(path: str, **counts: int) -> Usage:
+def usage_of(
+    path: str,
+    *,
+    details: UsageDetails | None = None,
+    context: PriceContext = (),
+    **counts: int,
+) -> Usage:
     """A ``Usage`` whose inconsistencies (cache above input, ...) name ``path``."""
     try:
-        return Usage(**counts)
+        return Usage(**counts, details=details, context=context)
     except UsageError as error:
         raise UsageError(f"{path}: inconsistent counts: {error}") from None
 

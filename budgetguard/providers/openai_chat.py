@@ -1,29 +1,54 @@
-"""OpenAI Chat Completions (``client.chat.completions``).
+"""OpenAI Chat Completions (``client.chat.completions``), and every OpenAI-compatible API.
 
-Usage: ``prompt_tokens`` already includes ``prompt_tokens_details.cached_tokens``;
-``completion_tokens`` includes ``completion_tokens_details.reasoning_tokens``.
-A stream carries its usage in a last chunk with no choices, only when the
-request asked for it (``stream_options={"include_usage": True}``).
+Usage: ``prompt_tokens`` already includes ``prompt_tokens_details.cached_tokens``
+and ``.audio_tokens``; ``completion_tokens`` includes
+``completion_tokens_details.reasoning_tokens`` and ``.audio_tokens``. The
+response's ``service_tier`` (``flex``, ``priority``, ...) selects the price
+variant. A stream carries its usage in a last chunk with no choices, only
+when the request asked for it (``stream_options={"include_usage": True}``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from .._core.records import LLMRequest
-from .._core.usage import Usage
+from .._core.usage import PriceContext, Usage, UsageDetails
 from .base import Surface
 from .fields import check_block, count, get, has, int_arg, items_arg, model_arg, model_of, usage_of
 from .tracking import StreamTracker
 
-__all__ = ["ADAPTER", "OpenAIChat", "OpenAIChatStreamTracker", "openai_chat_usage"]
+__all__ = [
+    "ADAPTER",
+    "OpenAIChat",
+    "OpenAIChatStreamTracker",
+    "openai_chat_usage",
+    "service_tier_context",
+]
+
+_STANDARD_TIERS = frozenset({"auto", "default", "standard", "on_demand"})
 
 
-def openai_chat_usage(usage: object, path: str = "response.usage") -> Usage:
+def service_tier_context(tier: object) -> PriceContext:
+    """The price variant a ``service_tier`` selects (none for the standard tiers)."""
+    if not isinstance(tier, str) or not tier or tier in _STANDARD_TIERS:
+        return ()
+    return (("service_tier", tier),)
+
+
+def openai_chat_usage(
+    usage: object, path: str = "response.usage", context: PriceContext = ()
+) -> Usage:
     """``CompletionUsage`` (chat completions, also the last chunk of a stream)."""
     check_block(usage, path)
     prompt = get(usage, "prompt_tokens_details")
     completion = get(usage, "completion_tokens_details")
+    audio_in = count(prompt, "audio_tokens", f"{path}.prompt_tokens_details")
+    audio_out = count(completion, "audio_tokens", f"{path}.completion_tokens_details")
+    details = None
+    if audio_in or audio_out:
+        details = UsageDetails(input_audio_tokens=audio_in, output_audio_tokens=audio_out)
     return usage_of(
         path,
         input_tokens=count(usage, "prompt_tokens", path, required=True),
@@ -31,6 +56,8 @@ def openai_chat_usage(usage: object, path: str = "response.usage") -> Usage:
         cache_read_tokens=count(prompt, "cached_tokens", f"{path}.prompt_tokens_details"),
         cache_write_tokens=count(prompt, "cache_write_tokens", f"{path}.prompt_tokens_details"),
         reasoning_tokens=count(completion, "reasoning_tokens", f"{path}.completion_tokens_details"),
+        details=details,
+        context=context,
     )
 
 
@@ -50,7 +77,12 @@ class OpenAIChatStreamTracker(StreamTracker):
                 self._text(get(function, "arguments"))
         usage = get(event, "usage")
         if usage is not None:
-            self.usage = openai_chat_usage(usage, "chunk.usage")
+            context = service_tier_context(get(event, "service_tier"))
+            self.usage = openai_chat_usage(usage, "chunk.usage", context)
+
+
+def request_context(kwargs: Mapping[str, Any]) -> PriceContext:
+    return service_tier_context(kwargs.get("service_tier"))
 
 
 class OpenAIChat:
@@ -59,6 +91,8 @@ class OpenAIChat:
     surfaces = (
         Surface(("chat", "completions"), "create"),
         Surface(("chat", "completions"), "parse", streams=False),
+        Surface(("beta", "chat", "completions"), "create"),
+        Surface(("beta", "chat", "completions"), "parse", streams=False),
     )
     stream_usage_option = True
 
@@ -68,14 +102,19 @@ class OpenAIChat:
             messages=items_arg(kwargs, "messages"),
             tools=items_arg(kwargs, "tools"),
             max_tokens=int_arg(kwargs, "max_completion_tokens", "max_tokens"),
-            provider="openai",
+            price_context=request_context(kwargs),
         )
 
-    def recognizes(self, response: object, usage: object) -> bool:
+    def recognizes(self, response: object) -> bool:
+        usage = get(response, "usage")
         return has(usage, "prompt_tokens") and get(usage, "prompt_tokens") is not None
 
-    def usage(self, usage: object, path: str = "response.usage") -> Usage:
-        return openai_chat_usage(usage, path)
+    def model(self, response: object) -> str | None:
+        return model_of(response)
+
+    def usage(self, response: object) -> Usage:
+        context = service_tier_context(get(response, "service_tier"))
+        return openai_chat_usage(get(response, "usage"), "response.usage", context)
 
     def tracker(self) -> StreamTracker:
         return OpenAIChatStreamTracker()

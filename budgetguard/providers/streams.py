@@ -14,21 +14,21 @@ from types import TracebackType
 from typing import Any
 
 from ..stores.drive import arun, run
-from .calls import StreamMeter
+from .meter import StreamMeter
 
 __all__ = ["AsyncGuardedStream", "GuardedStream", "afinish", "finish", "finish_abandoned"]
 
 log = logging.getLogger("budgetguard")
 
 
-def finish(meter: StreamMeter) -> None:
-    """Settle a stream from sync code."""
-    run(meter.finish_flow(), meter.admission.settings.store)
+def finish(meter: StreamMeter, error: BaseException | None = None) -> None:
+    """Settle a stream from sync code (released if it failed before its first event)."""
+    run(meter.finish_flow(error), meter.admission.settings.store)
 
 
-async def afinish(meter: StreamMeter) -> None:
+async def afinish(meter: StreamMeter, error: BaseException | None = None) -> None:
     """Settle a stream from async code."""
-    await arun(meter.finish_flow(), meter.admission.settings.async_store)
+    await arun(meter.finish_flow(error), meter.admission.settings.async_store)
 
 
 _background: set[asyncio.Task[None]] = set()
@@ -118,10 +118,13 @@ class GuardedStream(MeteredStream):
         while True:
             try:
                 event = next(self._iterator)
-                keep = self._meter.feed(event)
-            except BaseException:
+            except StopIteration:
                 finish(self._meter)
                 raise
+            except BaseException as error:
+                finish(self._meter, error)
+                raise
+            keep = self._meter.feed(event)
             if keep:
                 return event
 
@@ -155,16 +158,21 @@ class AsyncGuardedStream(MeteredStream):
         while True:
             try:
                 event = await self._iterator.__anext__()
-                keep = self._meter.feed(event)
-            except BaseException:
+            except StopAsyncIteration:
                 await afinish(self._meter)
                 raise
+            except BaseException as error:
+                await afinish(self._meter, error)
+                raise
+            keep = self._meter.feed(event)
             if keep:
                 return event
 
     async def close(self) -> None:
         try:
-            await self._inner.close()
+            # An SDK AsyncStream closes with close(); an async generator (Gemini) with aclose().
+            closer = getattr(self._inner, "aclose", None) or self._inner.close
+            await closer()
         finally:
             await afinish(self._meter)
 

@@ -12,6 +12,7 @@ outside the stores themselves where sync and async are written twice.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
@@ -85,8 +86,9 @@ class Compute:
 @dataclass(frozen=True, slots=True)
 class Invoke:
     """The caller's own I/O (an SDK request): ``run`` calls ``fn``, ``arun``
-    awaits what it returns. Whatever it raises, cancellation included, is
-    thrown into the flow, which releases what it holds before re-raising."""
+    calls it and awaits what it returns, if awaitable. Whatever it raises,
+    cancellation included, is thrown into the flow, which releases what it
+    holds before re-raising."""
 
     fn: Callable[[], Any]
 
@@ -178,7 +180,9 @@ async def arun(flow: Flow[T], store: AsyncStore | None) -> T:
                 reply = await asyncio.to_thread(op.fn)
             else:
                 assert type(op) is Invoke
-                reply = await op.fn()
+                reply = op.fn()
+                if inspect.isawaitable(reply):
+                    reply = await reply
             error = None
         except BaseException as exc:
             reply, error = None, exc

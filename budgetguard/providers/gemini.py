@@ -1,0 +1,314 @@
+"""Google Gemini through google-genai (``client.models``, ``client.aio.models``).
+
+Every HTTP request is one guarded call: the SDK's private per-request methods
+(``_generate_content``, ``_generate_content_stream``) are guarded, so each hop
+of automatic function calling or continuation is reserved and settled on its
+own (wrapping the public ``generate_content`` would only see the last hop's
+usage). Chats (``client.chats``) go through the same methods. Where an SDK
+version lacks them, the public methods are guarded instead.
+
+Usage (``usage_metadata`` / ``usageMetadata``), as genai-prices reads it:
+input = ``prompt_token_count`` (cached included) + ``tool_use_prompt_token_count``;
+output = ``candidates_token_count`` + ``thoughts_token_count`` (thoughts are
+reasoning); cache reads = ``cached_content_token_count``; audio, image
+(documents count as images) and video tokens from the ``*_tokens_details``
+lists. A stream's chunks carry a running total: the last one counts. A
+grounded response (web search queries in its grounding metadata) counts one
+web search. The service tier comes from the request's ``config.service_tier``
+(responses do not say it).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from .._core.errors import ConfigurationError
+from .._core.records import LLMRequest
+from .._core.usage import PriceContext, Usage, UsageDetails
+from .base import Surface
+from .fields import check_block, count, get, mapping, usage_of
+from .tracking import StreamTracker
+
+__all__ = ["EMBED", "GENERATE", "GeminiEmbed", "GeminiGenerate", "gemini_usage"]
+
+_CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
+
+
+def _snake(name: str) -> str:
+    return _CAMEL.sub("_", name).lower()
+
+
+def _config(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """``config`` as a snake_case dict, whether a pydantic model or a (camelCase) dict."""
+    config = kwargs.get("config")
+    if config is None:
+        return {}
+    dump = getattr(config, "model_dump", None)
+    if callable(dump):
+        dumped = dump(exclude_none=True)
+        return dict(dumped) if isinstance(dumped, Mapping) else {}
+    if isinstance(config, Mapping):
+        return {_snake(str(key)): value for key, value in config.items()}
+    return {}
+
+
+def _model(kwargs: Mapping[str, Any], where: str) -> str:
+    model = kwargs.get("model")
+    if not isinstance(model, str) or not model:
+        raise ConfigurationError(f"{where}: model= must be a model name to budget the call")
+    return model.removeprefix("models/")
+
+
+def _part(part: object) -> Mapping[str, Any]:
+    """A part for the estimate: its text, or a placeholder for media (counted as an image)."""
+    if isinstance(part, str):
+        return {"type": "text", "text": part}
+    fields = {_snake(k): v for k, v in mapping(part).items() if v is not None}
+    if isinstance(fields.get("text"), str):
+        return {"type": "text", "text": fields["text"]}
+    if "inline_data" in fields or "file_data" in fields:
+        return {"type": "image"}
+    return {"type": "text", "text": json.dumps(fields, default=str, ensure_ascii=False)}
+
+
+def _contents(given: object) -> list[Mapping[str, Any]]:
+    """``contents`` (a string, parts, ``Content`` objects or dicts) as chat messages."""
+    if given is None:
+        return []
+    items: Iterable[object] = (
+        [given] if isinstance(given, str | bytes) or not isinstance(given, Iterable) else given
+    )
+    messages: list[Mapping[str, Any]] = []
+    for item in items:
+        content = mapping(item) if not isinstance(item, str) else {}
+        parts = content.get("parts") if isinstance(content, Mapping) else None
+        if parts is None:  # a bare string or part: a user turn of its own
+            messages.append({"role": "user", "content": [_part(item)]})
+        else:
+            role = content.get("role") or "user"
+            messages.append({"role": role, "content": [_part(p) for p in parts or ()]})
+    return messages
+
+
+def _system(value: object) -> list[Mapping[str, Any]] | None:
+    if value is None:
+        return None
+    return (
+        [{"type": "text", "text": value}]
+        if isinstance(value, str)
+        else [part for message in _contents(value) for part in message["content"]]
+    )
+
+
+def _tools(value: object) -> list[Mapping[str, Any]] | None:
+    """Tool declarations as the model sees them; a Python function (automatic function
+    calling) by its name, signature and docstring."""
+    if not isinstance(value, list | tuple):
+        return None
+    tools: list[Mapping[str, Any]] = []
+    for tool in value:
+        if callable(tool) and not hasattr(tool, "model_dump"):
+            name = getattr(tool, "__name__", "tool")
+            tools.append({"name": name, "doc": tool.__doc__ or "", "signature": repr(tool)})
+        else:
+            tools.append(mapping(tool))
+    return tools
+
+
+def request_context(config: Mapping[str, Any]) -> PriceContext:
+    tier = config.get("service_tier")
+    tier = getattr(tier, "value", tier)
+    if isinstance(tier, str) and tier.lower() in ("flex", "priority"):
+        return (("service_tier", tier.lower()),)
+    return ()
+
+
+def _modalities(details: object, path: str) -> dict[str, int]:
+    """``[{modality: AUDIO, token_count: 3}, ...]`` as {"AUDIO": 3, ...} (documents as images)."""
+    counts: dict[str, int] = {}
+    if not isinstance(details, Iterable) or isinstance(details, str | bytes | Mapping):
+        return counts
+    for entry in details:
+        modality = get(entry, "modality")
+        name = str(getattr(modality, "value", modality) or "").upper()
+        if name == "DOCUMENT":
+            name = "IMAGE"
+        tokens = count(entry, "token_count", path) or count(entry, "tokenCount", path)
+        counts[name] = counts.get(name, 0) + tokens
+    return counts
+
+
+def _field(block: object, snake: str) -> object:
+    value = get(block, snake)
+    if value is None:
+        parts = snake.split("_")
+        value = get(block, parts[0] + "".join(p.title() for p in parts[1:]))
+    return value
+
+
+def _count(block: object, snake: str, path: str, *, required: bool = False) -> int:
+    value = _field(block, snake)
+    return count({snake: value}, snake, path, required=required)
+
+
+def _searches(response: object) -> int:
+    for candidate in get(response, "candidates") or ():
+        grounding = _field(candidate, "grounding_metadata")
+        if grounding is not None and _field(grounding, "web_search_queries"):
+            return 1  # one grounded prompt
+    return 0
+
+
+def gemini_usage(response: object, path: str = "response.usage_metadata") -> Usage:
+    """What one ``GenerateContentResponse`` (or the last chunk of a stream) billed."""
+    usage = _field(response, "usage_metadata")
+    check_block(usage, path)
+    prompt = _count(usage, "prompt_token_count", path, required=True)
+    tools = _count(usage, "tool_use_prompt_token_count", path)
+    candidates = _count(usage, "candidates_token_count", path)
+    thoughts = _count(usage, "thoughts_token_count", path)
+    inputs = _modalities(_field(usage, "prompt_tokens_details"), path)
+    for name, tokens in _modalities(_field(usage, "tool_use_prompt_tokens_details"), path).items():
+        inputs[name] = inputs.get(name, 0) + tokens
+    cached = _modalities(_field(usage, "cache_tokens_details"), path)
+    outputs = _modalities(_field(usage, "candidates_tokens_details"), path)
+    details = UsageDetails(
+        input_audio_tokens=inputs.get("AUDIO", 0),
+        input_image_tokens=inputs.get("IMAGE", 0),
+        input_video_tokens=inputs.get("VIDEO", 0),
+        cache_audio_read_tokens=cached.get("AUDIO", 0),
+        cache_image_read_tokens=cached.get("IMAGE", 0),
+        cache_video_read_tokens=cached.get("VIDEO", 0),
+        output_audio_tokens=outputs.get("AUDIO", 0),
+        output_image_tokens=outputs.get("IMAGE", 0),
+        web_searches=_searches(response),
+    )
+    return usage_of(
+        path,
+        input_tokens=prompt + tools,
+        output_tokens=candidates + thoughts,
+        cache_read_tokens=_count(usage, "cached_content_token_count", path),
+        reasoning_tokens=thoughts,
+        details=details if details != _NO_DETAILS else None,
+    )
+
+
+_NO_DETAILS = UsageDetails()
+
+
+def _reported_model(response: object) -> str | None:
+    model = _field(response, "model_version")
+    return model.removeprefix("models/") if isinstance(model, str) and model else None
+
+
+class GeminiStreamTracker(StreamTracker):
+    """``GenerateContentResponse`` chunks: text in candidates, usage a running total."""
+
+    def _feed(self, event: object) -> None:
+        self.model = _reported_model(event) or self.model
+        for candidate in get(event, "candidates") or ():
+            content = get(candidate, "content")
+            for part in get(content, "parts") or ():
+                self._text(get(part, "text"))
+                call = _field(part, "function_call")
+                if call is not None:
+                    self._text(json.dumps(mapping(call), default=str))
+        if _field(event, "usage_metadata") is not None:
+            self.usage = gemini_usage(event, "chunk.usage_metadata")
+
+
+class GeminiGenerate:
+    name = "models.generate_content"
+    sdk = "google"
+    surfaces = (
+        Surface(("models",), "_generate_content", fallback="generate_content"),
+        Surface(
+            ("models",),
+            "_generate_content_stream",
+            kind="stream",
+            fallback="generate_content_stream",
+        ),
+        Surface(("aio", "models"), "_generate_content", fallback="generate_content"),
+        Surface(
+            ("aio", "models"),
+            "_generate_content_stream",
+            kind="stream",
+            fallback="generate_content_stream",
+        ),
+    )
+    stream_usage_option = False
+
+    def request(self, kwargs: dict[str, Any]) -> LLMRequest:
+        config = _config(kwargs)
+        max_tokens = config.get("max_output_tokens")
+        thinking = config.get("thinking_config") or {}
+        budget = thinking.get("thinking_budget") if isinstance(thinking, Mapping) else None
+        if isinstance(max_tokens, int) and isinstance(budget, int) and budget > 0:
+            max_tokens += budget  # thoughts may come on top of the visible output
+        return LLMRequest(
+            model=_model(kwargs, "models.generate_content"),
+            messages=_contents(kwargs.get("contents")),
+            system=_system(config.get("system_instruction")),
+            tools=_tools(config.get("tools")),
+            max_tokens=max_tokens if isinstance(max_tokens, int) else None,
+            price_context=request_context(config),
+        )
+
+    def recognizes(self, response: object) -> bool:
+        usage = _field(response, "usage_metadata")
+        return usage is not None and _field(usage, "prompt_token_count") is not None
+
+    def model(self, response: object) -> str | None:
+        return _reported_model(response)
+
+    def usage(self, response: object) -> Usage:
+        return gemini_usage(response)
+
+    def tracker(self) -> StreamTracker:
+        return GeminiStreamTracker()
+
+
+class GeminiEmbed:
+    """``models.embed_content``: input tokens at the embedding price. The Gemini API
+    reports ``usage_metadata`` on embeddings only sometimes: without it, the call is
+    charged its estimate (the input counted before sending), logged once."""
+
+    name = "models.embed_content"
+    sdk = "google"
+    surfaces = (
+        Surface(("models",), "embed_content", streams=False),
+        Surface(("aio", "models"), "embed_content", streams=False),
+    )
+    stream_usage_option = False
+
+    def request(self, kwargs: dict[str, Any]) -> LLMRequest:
+        return LLMRequest(
+            model=_model(kwargs, "models.embed_content"),
+            messages=_contents(kwargs.get("contents")),
+            max_tokens=0,
+        )
+
+    def recognizes(self, response: object) -> bool:
+        return (
+            get(response, "embeddings") is not None
+            and _field(response, "usage_metadata") is not None
+        )
+
+    def model(self, response: object) -> str | None:
+        return None
+
+    def usage(self, response: object) -> Usage:
+        usage = _field(response, "usage_metadata")
+        path = "response.usage_metadata"
+        check_block(usage, path)
+        return usage_of(path, input_tokens=_count(usage, "prompt_token_count", path, required=True))
+
+    def tracker(self) -> StreamTracker:  # embeddings never stream
+        raise NotImplementedError
+
+
+GENERATE = GeminiGenerate()
+EMBED = GeminiEmbed()

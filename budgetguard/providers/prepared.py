@@ -1,0 +1,70 @@
+"""One call's request, read before admission and adjusted after it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .._core.records import LLMRequest
+from .._engine.admission import Admission
+from .._engine.config import Settings
+from .._engine.flow import admit_flow
+from ..stores.drive import Flow
+from .base import Adapter
+from .routes import Route
+
+__all__ = ["RAW_HEADER", "PreparedCall", "describe", "raw_mode"]
+
+RAW_HEADER = "x-stainless-raw-response"
+"""Set by the OpenAI and Anthropic SDKs on calls made through ``with_raw_response``
+(``true`` / ``raw``) and ``with_streaming_response`` (``stream``)."""
+
+
+def raw_mode(kwargs: Mapping[str, Any]) -> str | None:
+    headers = kwargs.get("extra_headers")
+    if isinstance(headers, Mapping):
+        for name, value in headers.items():
+            if isinstance(name, str) and name.lower() == RAW_HEADER:
+                return str(value)
+    return None
+
+
+def describe(error: BaseException) -> str:
+    """An error as a ledger row's reason: its type and message."""
+    return f"{type(error).__name__}: {error}"
+
+
+@dataclass(slots=True)
+class PreparedCall:
+    """One call's request, read before admission and adjusted after it."""
+
+    adapter: Adapter
+    request: LLMRequest
+    streaming: bool
+    raw: str | None = None
+    hide_usage_chunk: bool = False
+
+    @classmethod
+    def prepare(
+        cls, adapter: Adapter, kwargs: dict[str, Any], route: Route, *, stream: bool
+    ) -> PreparedCall:
+        call = cls(adapter, route.request(adapter.request(kwargs)), stream, raw_mode(kwargs))
+        if stream and adapter.stream_usage_option:
+            options = kwargs.get("stream_options")
+            options = dict(options) if isinstance(options, Mapping) else {}
+            if "include_usage" not in options:
+                # The caller did not ask for the usage chunk: request it, and hide it
+                # again so code reading chunk.choices[0] sees the stream it expects.
+                options["include_usage"] = True
+                kwargs["stream_options"] = options
+                call.hide_usage_chunk = True
+        return call
+
+    def admitted(self, admission: Admission, kwargs: dict[str, Any]) -> None:
+        """Send the model the policy chose (a downgrade rewrites ``model``)."""
+        if admission.model is not None and admission.model != self.request.model:
+            kwargs["model"] = admission.model
+
+    def admit(self, settings: Settings) -> Flow[Admission]:
+        return admit_flow(settings, self.request)
