@@ -38,7 +38,7 @@ import time
 import timeit
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from decimal import Decimal
 from importlib import metadata
 from pathlib import Path
@@ -56,7 +56,7 @@ from _report import header, machine, table  # noqa: E402
 
 from budgetguard._core.attribution import Attribution  # noqa: E402
 from budgetguard._core.records import LLMRequest  # noqa: E402
-from budgetguard._core.usage import Usage  # noqa: E402
+from budgetguard._core.usage import Usage, UsageDetails  # noqa: E402
 from budgetguard._engine.admission import Admission  # noqa: E402
 from budgetguard._engine.config import Settings  # noqa: E402
 from budgetguard._engine.flow import worst_case as _worst_case  # noqa: E402
@@ -138,6 +138,34 @@ COST_CASES: list[tuple[str, str, Usage]] = [
         "cache read, >200k tier",
         "gemini-2.5-pro",
         Usage(input_tokens=250_000, output_tokens=4_000, cache_read_tokens=100_000),
+    ),
+    (
+        "Gemini: thoughts + cache read",
+        "gemini-2.5-flash",
+        Usage(
+            input_tokens=6_000, output_tokens=1_500, cache_read_tokens=4_096, reasoning_tokens=900
+        ),
+    ),
+    (
+        "Gemini: audio + image + cache (details)",
+        "gemini-2.5-flash",
+        Usage(
+            input_tokens=6_000,
+            output_tokens=1_500,
+            cache_read_tokens=4_096,
+            reasoning_tokens=900,
+            details=UsageDetails(
+                input_audio_tokens=1_200,
+                input_image_tokens=516,
+                cache_audio_read_tokens=600,
+                web_searches=1,
+            ),
+        ),
+    ),
+    (
+        "web searches (details)",
+        "claude-sonnet-4-5",
+        Usage(input_tokens=10_000, output_tokens=1_300, details=UsageDetails(web_searches=3)),
     ),
 ]
 
@@ -239,6 +267,8 @@ def run_rounds(groups: Sequence[Sequence[Bench]], rounds: int, target_s: float) 
 
 
 def _genai_usage(usage: Usage) -> genai_prices.Usage:
+    details = usage.details
+    extra = {} if details is None else {f.name: getattr(details, f.name) for f in fields(details)}
     return genai_prices.Usage(
         input_tokens=usage.input_tokens,
         cache_read_tokens=usage.cache_read_tokens,
@@ -246,6 +276,7 @@ def _genai_usage(usage: Usage) -> genai_prices.Usage:
         cache_write_1h_tokens=usage.cache_write_1h_tokens,
         output_tokens=usage.output_tokens,
         output_reasoning_tokens=usage.reasoning_tokens,
+        **extra,
     )
 
 

@@ -37,3 +37,37 @@ def close_to(actual: Decimal, expected: Decimal) -> bool:
 
 def user() -> Any:
     return bg.status("user", "u1", tenant=None)
+
+
+def genai_cost(
+    model: str,
+    usage: bg.Usage,
+    *,
+    provider: str | None = None,
+    context: Mapping[str, str] | None = None,
+) -> int:
+    """genai-prices' price of budgetguard's ``usage``, every key given explicitly, in nano-USD
+    rounded up (what budgetguard must charge, to the nano-dollar)."""
+    details = usage.details
+    keys: dict[str, int] = {
+        "input_tokens": usage.input_tokens,
+        "output_tokens": usage.output_tokens,
+        "cache_read_tokens": usage.cache_read_tokens,
+        "cache_write_tokens": usage.cache_write_tokens,
+        "cache_write_1h_tokens": usage.cache_write_1h_tokens,
+        "output_reasoning_tokens": usage.reasoning_tokens,
+    }
+    if details is not None:
+        keys.update(
+            {
+                name: getattr(details, name)
+                for name in details.__dataclass_fields__  # type: ignore[attr-defined]
+            }
+        )
+    price = genai_prices.calc_price(
+        genai_prices.Usage(**keys),
+        model,
+        provider_id=provider,
+        price_context=dict(context or dict(usage.context)) or None,
+    )
+    return usd_to_nanos(price.total_price)

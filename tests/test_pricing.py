@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from budgetguard._core.errors import ConfigurationError, UnknownModel
-from budgetguard._core.usage import Usage
+from budgetguard._core.usage import Usage, UsageDetails
 from budgetguard.pricing import book as _pricing
 from budgetguard.pricing.book import PriceBook
 from budgetguard.pricing.output_limits import DEFAULT_MAX_OUTPUT_TOKENS
@@ -456,3 +456,73 @@ def test_adjacent_tier_starts_of_different_rates() -> None:
         assert model.cost(usage) == -(-expected // 1_000_000), n
         worst = n * max(flat_in, read) + n * flat_out
         assert model.worst_case(n, n) == -(-worst // 1_000_000), n
+
+
+# -- usages with details (issue 12): audio, image, video tokens, web searches, tiers -----
+
+DETAILED_MODELS = [
+    ("gemini-2.5-flash", "google"),
+    ("gemini-2.5-pro", "google"),
+    ("gpt-audio", "openai"),
+    ("gpt-4o-mini", "openai"),
+    ("claude-sonnet-4-5", "anthropic"),
+    ("gemini-3.1-flash-image-preview", "google"),
+]
+
+
+@st.composite
+def detailed_usages(draw: st.DrawFn) -> Usage:
+    output = draw(st.integers(0, 300_000))
+    reasoning = draw(st.integers(0, output))
+    out_audio = draw(st.integers(0, output))
+    out_image = draw(st.integers(0, output - out_audio))
+    audio = draw(st.integers(0, 300_000))
+    image = draw(st.integers(0, 300_000))
+    video = draw(st.integers(0, 300_000))
+    text = draw(st.integers(0, 300_000))
+    cache_audio = draw(st.integers(0, audio))
+    cache_image = draw(st.integers(0, image))
+    cache_video = draw(st.integers(0, video))
+    cache_text = draw(st.integers(0, text))
+    details = UsageDetails(
+        input_audio_tokens=audio,
+        input_image_tokens=image,
+        input_video_tokens=video,
+        cache_audio_read_tokens=cache_audio,
+        cache_image_read_tokens=cache_image,
+        cache_video_read_tokens=cache_video,
+        output_audio_tokens=out_audio,
+        output_image_tokens=out_image,
+        web_searches=draw(st.integers(0, 50)),
+    )
+    return Usage(
+        input_tokens=audio + image + video + text,
+        output_tokens=output,
+        cache_read_tokens=cache_audio + cache_image + cache_video + cache_text,
+        reasoning_tokens=reasoning,
+        details=details,
+    )
+
+
+@pytest.mark.parametrize(("model", "provider"), DETAILED_MODELS)
+@settings(max_examples=60, deadline=None)
+@given(usage=detailed_usages())
+def test_detailed_usages_match_genai_prices_to_the_nano_dollar(
+    model: str, provider: str, usage: Usage
+) -> None:
+    from provider_support import genai_cost
+
+    assert PriceBook().cost(model, usage, provider) == genai_cost(model, usage, provider=provider)
+
+
+def test_a_plain_usage_costs_the_same_with_empty_details() -> None:
+    book = PriceBook()
+    for model, provider in DETAILED_MODELS:
+        plain = Usage(input_tokens=250_000, output_tokens=9_000, cache_read_tokens=1_000)
+        detailed = Usage(
+            input_tokens=250_000,
+            output_tokens=9_000,
+            cache_read_tokens=1_000,
+            details=UsageDetails(),
+        )
+        assert book.cost(model, plain, provider) == book.cost(model, detailed, provider), model

@@ -19,7 +19,8 @@ class LLMRequest:
     """What an LLM call asks for, enough to estimate its worst-case cost.
 
     ``provider`` is the genai-prices provider id to price under (None: by the
-    model's name); ``price_context`` the price variant asked for (a service
+    model's name, then under ``provider_hint``, the SDK's own provider, for a
+    client on an unknown host); ``price_context`` the price variant asked for (a service
     tier: ``(("service_tier", "flex"),)``); ``aliases`` maps names the API
     takes (an Azure deployment, ``"prod-chat"``) to the model to price them as.
     """
@@ -31,6 +32,7 @@ class LLMRequest:
     tools: Sequence[Mapping[str, Any]] | None = None
     max_tokens: int | None = None
     provider: str | None = None
+    provider_hint: str | None = None
     price_context: PriceContext = ()
     aliases: Mapping[str, str] | None = None
 

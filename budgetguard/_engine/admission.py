@@ -12,7 +12,8 @@ from .._core.counters import Counter, Reservation
 from .._core.errors import StoreUnavailable, UnknownModel
 from .._core.money import check_nanos, nanos_to_usd
 from .._core.records import CallRecord, LLMRequest, Outcome
-from .._core.usage import Usage
+from .._core.usage import PriceContext, Usage
+from ..pricing.rates import ModelRates
 from ..stores.drive import Flow, Release, Settle, arun, run
 from .config import Settings
 from .upkeep import OwedSettle, unapplied, upkeep
@@ -65,6 +66,9 @@ class Admission:
     cost: int | None = None
     used_model: str | None = None
     usage: Usage | None = None
+    rates: ModelRates | None = None
+    """The rates the estimate was priced with: a settle at the same model and price
+    variant uses them again (one price version per call, and no second lookup)."""
 
     @property
     def downgraded(self) -> bool:
@@ -86,14 +90,26 @@ class Admission:
         is charged at its rates rather than at $0. The price variant is the one
         the usage reports (a service tier), else the one the request asked for.
         """
+        request = self.request
+        asked = request.price_context if request is not None else ()
+        rates = self.rates
+        if (model is None or model == self.model) and (not usage.context or usage.context == asked):
+            if rates is None:
+                rates = self.rates = self._rates(self.model, asked)
+            return rates.cost(usage)
+        return self._rates(model, usage.context or asked).cost(usage)
+
+    def _rates(self, model: str | None, context: PriceContext) -> ModelRates:
+        """``model``'s rates at ``context``; the admitted model's when the reported one
+        (a fine-tune, a new snapshot) has no price."""
         prices = self.settings.prices
         request = self.request
-        context = usage.context or (request.price_context if request is not None else ())
         provider = self.provider
+        hint = request.provider_hint if request is not None else None
         if model is not None and model != self.model:
             try:
                 name = request.priced_as(model) if request is not None else model
-                return prices.rates(name, provider, context).cost(usage)
+                return prices.rates(name, provider, context, hint)
             except UnknownModel:
                 log.warning(
                     "budgetguard: response model %r has no price; charging %r rates",
@@ -103,7 +119,7 @@ class Admission:
         if self.model is None:
             raise UnknownModel(model or "<none>", ": the call named no model to price usage with")
         name = request.priced_as(self.model) if request is not None else self.model
-        return prices.rates(name, provider, context).cost(usage)
+        return prices.rates(name, provider, context, hint)
 
     # -- the procedures, written once ------------------------------------------
     def _finish(self, nanos: int, model: str | None, usage: Usage | None) -> bool:

@@ -15,7 +15,7 @@ from typing import Any
 from .._core.errors import ConfigurationError, UnknownModel
 from .._core.policy import Policy
 from .._core.records import CallRecord
-from ..pricing.book import PriceBook
+from ..pricing.book import FreeModels, PriceBook
 from ..pricing.prices import Price
 from ..stores.base import AsyncStore, Store
 from ..stores.memory import MemoryStore
@@ -102,6 +102,7 @@ def configure(
     providers: Mapping[str, str] | None = None,
     async_store: AsyncStore | None = None,
     listeners: Iterable[Callable[[CallRecord], None]] | None = None,
+    free_models: FreeModels | None = None,
 ) -> Settings:
     """Set what budgetguard enforces, process-wide. Unnamed settings keep their value.
 
@@ -110,7 +111,10 @@ def configure(
     overrides and custom models, USD per million tokens.
     ``fallback_price``: what an unknown model costs instead of raising
     ``UnknownModel``. ``providers``: model name -> provider id, where the
-    name alone is ambiguous.
+    name alone is ambiguous (it wins over the provider a client was
+    instrumented with). ``free_models``: a model genai-prices lists with no
+    price costs $0 (``"price"``, the default, logged) or raises
+    ``UnknownModel`` (``"refuse"``).
     """
     global _settings
     with _lock:
@@ -124,11 +128,12 @@ def configure(
         if async_store is not None:
             async_ = async_store
         book = old.prices
-        if prices is not None or fallback_price is not None or providers is not None:
+        if any(v is not None for v in (prices, fallback_price, providers, free_models)):
             book = PriceBook(
                 prices if prices is not None else book.overrides,
                 fallback=fallback_price if fallback_price is not None else book.fallback,
                 providers=providers if providers is not None else book.providers,
+                free_models=free_models if free_models is not None else book.free_models,
             )
         _check_downgrades(new_policy, book)
         _settings = Settings(

@@ -18,6 +18,7 @@ from .._core.counters import Counter, Denial, Reservation
 from .._core.plan import on_exceed_of, plan_caps, plan_counters
 from .._core.policy import Policy
 from .._core.records import CallRecord, LLMRequest
+from ..pricing.rates import ModelRates
 from ..pricing.tokens import estimate_tokens
 from ..stores.drive import Flow, Reserve, Sleep, arun, run
 from .admission import Admission, emit
@@ -54,6 +55,7 @@ class AdmissionState:
     counters: tuple[Counter, ...] = ()
     amount: int = 0
     reservation_id: str = ""
+    rates: ModelRates | None = None
 
     def prepare(self) -> core.CapDenial | None:
         """Estimate the current model and plan its counters; a cap breach needs no store."""
@@ -62,7 +64,8 @@ class AdmissionState:
             self.amount = self.fixed_cost
         else:
             assert self.request is not None and self.model is not None
-            self.amount = worst_case(settings, self.request, self.model)
+            self.rates = rates_for(settings, self.request, self.model)
+            self.amount = worst_case(settings, self.request, self.model, self.rates)
         self.counters, cap = _plan(settings.policy, self.frames, self.who, self.model)
         self.reservation_id = new_id()
         if cap is not None and self.amount > cap:
@@ -104,6 +107,7 @@ class AdmissionState:
             settings=self.settings,
             request=self.request,
             counters=self.counters,
+            rates=self.rates,
         )
 
     def denied(self, error: Exception, refused_by: Counter | None) -> None:
@@ -189,9 +193,19 @@ def _plan(
     return counters, cap
 
 
-def worst_case(settings: Settings, request: LLMRequest, model: str) -> int:
+def rates_for(settings: Settings, request: LLMRequest, model: str) -> ModelRates:
+    """The rates ``request`` sent to ``model`` is priced at."""
+    return settings.prices.rates(
+        request.priced_as(model), request.provider, request.price_context, request.provider_hint
+    )
+
+
+def worst_case(
+    settings: Settings, request: LLMRequest, model: str, rates: ModelRates | None = None
+) -> int:
     """The most ``request`` sent to ``model`` can cost, in nano-USD."""
-    rates = settings.prices.rates(request.priced_as(model), request.provider, request.price_context)
+    if rates is None:
+        rates = rates_for(settings, request, model)
     input_tokens, output_tokens = estimate_tokens(
         model,
         messages=request.messages,

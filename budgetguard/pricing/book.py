@@ -83,6 +83,8 @@ def _rates_from_genai(
     prices = model.get_prices(now, dict(context)) if context and own else model.get_prices(now)
     input_rate = _genai_rate(getattr(prices, "input_mtok", None))
     output_rate = _genai_rate(getattr(prices, "output_mtok", None))
+    if input_rate is not None and output_rate is None:
+        output_rate = 0  # an embedding model: genai-prices prices no output either
     if input_rate is None or output_rate is None:
         if free == "price" and _is_free(prices):
             return ModelRates(
@@ -232,7 +234,9 @@ class PriceBook:
             _check_provider(provider, where)
             checked[name] = provider
         self._providers: Mapping[str, str] = MappingProxyType(checked)
-        self._cache: dict[tuple[str, str | None, PriceContext], tuple[ModelRates, float]] = {}
+        self._cache: dict[
+            tuple[str, str | None, PriceContext, str | None], tuple[ModelRates, float]
+        ] = {}
         self._lock = threading.Lock()
 
     @property
@@ -252,15 +256,21 @@ class PriceBook:
         return self._free
 
     def rates(
-        self, model: str, provider: str | None = None, context: PriceContext = ()
+        self,
+        model: str,
+        provider: str | None = None,
+        context: PriceContext = (),
+        hint: str | None = None,
     ) -> ModelRates:
         """The rates of ``model`` (at the price variant ``context`` selects, e.g. a
-        service tier): a dict hit once resolved (refreshed after an hour)."""
-        key = (model, provider, context)
+        service tier): a dict hit once resolved (refreshed after an hour). ``hint``:
+        the provider to try when none is given and the name alone finds none (the
+        SDK's own, for a client on an unknown host)."""
+        key = (model, provider, context, hint)
         entry = self._cache.get(key)
         if entry is not None and entry[1] > time.monotonic():
             return entry[0]
-        rates, expires = self._resolve(model, provider, context)
+        rates, expires = self._resolve(model, provider, context, hint)
         with self._lock:
             if len(self._cache) >= _MAX_CACHED:
                 self._cache.clear()
@@ -272,7 +282,7 @@ class PriceBook:
         return self.rates(model, provider, usage.context).cost(usage)
 
     def _resolve(
-        self, model: str, provider: str | None, context: PriceContext
+        self, model: str, provider: str | None, context: PriceContext, hint: str | None
     ) -> tuple[ModelRates, float]:
         if not isinstance(model, str) or not model:
             raise ConfigurationError(f"model: expected a model name, got {model!r}")
@@ -282,6 +292,8 @@ class PriceBook:
         provider_id = self._providers.get(model) or provider
         detail = f" under provider {provider_id!r}" if provider_id else ""
         found = _find(model, provider_id)
+        if found is None and provider_id is None and hint is not None:
+            found = _find(model, hint)
         if found is not None:
             now = datetime.now(UTC)
             rates = _rates_from_genai(found[0], found[1], now, context, self._free)

@@ -44,9 +44,9 @@ _CORE_FIELDS = {
     "cache_write_1h_tokens": "cache_write_1h_tokens",
 }
 
-Leaves = tuple[tuple[str, Rate, int, tuple[int, ...]], ...]
-"""Priced units, most specific first: (usage key, rate per million units scaled to
-tokens, scale, indices of the priced units below it)."""
+Leaves = tuple[tuple[str, bool, str, Rate, int, tuple[int, ...]], ...]
+"""Priced units, most specific first: (usage key, read from ``details``?, attribute name,
+rate per million units, scale to tokens, indices of the priced units below it)."""
 
 
 def _dimensions() -> Mapping[str, frozenset[tuple[str, str]]]:
@@ -69,32 +69,32 @@ def leaves_for(priced: Mapping[str, Rate]) -> Leaves:
         _DIMENSIONS = _dimensions()
     dims = _DIMENSIONS
     keys = sorted((key for key in priced if key in dims), key=lambda k: (-len(dims[k]), k))
-    leaves: list[tuple[str, Rate, int, tuple[int, ...]]] = []
+    leaves: list[tuple[str, bool, str, Rate, int, tuple[int, ...]]] = []
     for n, key in enumerate(keys):
         below = tuple(m for m, other in enumerate(keys[:n]) if dims[key] < dims[other])
         # Web searches are priced per thousand: scale them to the per-million rates.
         scale = 1000 if key == "web_searches" else 1
-        leaves.append((key, priced[key], scale, below))
+        core = _CORE_FIELDS.get(key)
+        leaves.append((key, core is None, core or key, priced[key], scale, below))
     return tuple(leaves)
 
 
-def _count(usage: Usage, details: UsageDetails, key: str) -> int:
-    field = _CORE_FIELDS.get(key)
-    return int(getattr(usage if field is not None else details, field or key))
+_NO_DETAILS = UsageDetails()
 
 
 def detailed_total(leaves: Leaves, usage: Usage, request_rate: int) -> int:
     """nano-USD x 1e6 that ``usage`` costs (the caller rounds up once)."""
-    details = usage.details or UsageDetails()
+    details = usage.details or _NO_DETAILS
     n = usage.input_tokens
     counts: list[int] = []
     total = request_rate
-    for key, rate, scale, below in leaves:
-        leaf = _count(usage, details, key) - sum(counts[m] for m in below)
+    for key, on_details, attribute, rate, scale, below in leaves:
+        value: int = getattr(details if on_details else usage, attribute)
+        leaf = value
+        for m in below:
+            leaf -= counts[m]
         if leaf < 0:
-            raise UsageError(
-                f"usage: the parts of {key} add up to more than it ({_count(usage, details, key)})"
-            )
+            raise UsageError(f"usage: the parts of {key} add up to more than it ({value})")
         counts.append(leaf)
-        total += leaf * rate_at(rate, n) * scale
+        total += leaf * (rate if type(rate) is int else rate_at(rate, n)) * scale
     return total

@@ -48,7 +48,10 @@ class StreamMeter:
             return None
         try:
             rates = self.admission.settings.prices.rates(
-                request.priced_as(model), request.provider, request.price_context
+                request.priced_as(model),
+                request.provider,
+                request.price_context,
+                request.provider_hint,
             )
             counted = estimate_tokens(
                 model,

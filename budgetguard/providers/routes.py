@@ -31,12 +31,15 @@ class Route:
     provider: str | None = None
     models: Mapping[str, str] = field(default_factory=dict)
     base_url: str | None = None
+    home: str | None = None
+    """The SDK's own provider: tried for a model no name match finds (on an unknown host)."""
 
     def request(self, request: LLMRequest) -> LLMRequest:
         """``request`` priced under this route (an explicit provider on it wins)."""
         return replace(
             request,
             provider=request.provider or self.provider,
+            provider_hint=self.home,
             aliases=self.models or request.aliases,
         )
 
@@ -77,6 +80,10 @@ def _check(provider: str) -> str:
         ) from None
 
 
+_HOMES = {"openai": "openai", "anthropic": "anthropic", "google": "google"}
+"""The provider each SDK talks to when nothing says otherwise."""
+
+
 def route_for(client: object, provider: str | None, models: Mapping[str, str] | None) -> Route:
     """The route of ``client``, from what ``instrument`` was told and its base URL."""
     aliases: dict[str, str] = {}
@@ -88,4 +95,5 @@ def route_for(client: object, provider: str | None, models: Mapping[str, str] | 
         aliases[name] = model
     url = base_url_of(client)
     chosen = _check(provider) if provider is not None else provider_for_url(url)
-    return Route(chosen, MappingProxyType(aliases), url)
+    home = _HOMES.get(type(client).__module__.split(".", 1)[0])
+    return Route(chosen, MappingProxyType(aliases), url, home)

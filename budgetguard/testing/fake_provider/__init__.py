@@ -1,4 +1,4 @@
-"""A scriptable fake of the OpenAI and Anthropic HTTP APIs, on 127.0.0.1.
+"""A scriptable fake of the OpenAI, Anthropic and Gemini HTTP APIs, on 127.0.0.1.
 
 The real SDK clients talk to it over HTTP (``base_url``), so tests exercise
 exactly what production does: request serialization, SSE parsing, error
@@ -9,8 +9,12 @@ mapping, retries. It answers
   only when ``stream_options.include_usage`` is true, as the real API does),
 - ``POST /v1/responses`` (OpenAI Responses; streams ``response.created``,
   ``response.output_text.delta`` ... ``response.completed``),
+- ``POST /v1/embeddings`` (OpenAI embeddings),
 - ``POST /v1/messages`` (Anthropic; streams ``message_start``,
-  ``content_block_*``, ``message_delta``, ``message_stop``).
+  ``content_block_*``, ``message_delta``, ``message_stop``),
+- ``POST /v1/models/{model}:generateContent``, ``:streamGenerateContent``
+  (SSE), ``:batchEmbedContents``, ``:countTokens`` (Gemini, as google-genai
+  calls it: ``genai.Client(http_options={"base_url": fake.url})``).
 
 Each request takes the next queued ``Reply`` (else the default one) and is
 recorded, so a test can assert what the server received::
@@ -24,7 +28,8 @@ recorded, so a test can assert what the server received::
 Token counts in a ``Reply`` use budgetguard's convention (``input_tokens`` is
 all input including cache reads and writes, ``output_tokens`` all output
 including reasoning); the server translates them to each provider's shape
-(Anthropic's ``input_tokens`` excludes the cache).
+(Anthropic's ``input_tokens`` excludes the cache; Gemini's prompt count
+excludes its tool-use prompt tokens).
 
 Run it standalone with ``python -m budgetguard.testing.fake_provider --port 8765``.
 """
@@ -39,13 +44,13 @@ from dataclasses import replace
 from types import TracebackType
 from typing import Any, Self
 
-from . import anthropic_wire, openai_wire
+from . import anthropic_wire, gemini_wire, openai_wire
 from .replies import RecordedRequest, Reply
 from .server import Handler, Server
 
 __all__ = ["FakeProvider", "RecordedRequest", "Reply", "main"]
 
-ROUTES = (*openai_wire.ROUTES, *anthropic_wire.ROUTES)
+ROUTES = (*openai_wire.ROUTES, *anthropic_wire.ROUTES, *gemini_wire.ROUTES)
 
 
 class FakeProvider:

@@ -22,7 +22,7 @@ def error(h: Handler, reply: Reply) -> None:
 
 
 def _anthropic_usage(r: Reply, *, output_tokens: int) -> Json:
-    return {
+    usage: Json = {
         "input_tokens": r.input_tokens - r.cache_read_tokens - r.cache_write_tokens,
         "cache_creation_input_tokens": r.cache_write_tokens,
         "cache_read_input_tokens": r.cache_read_tokens,
@@ -31,8 +31,11 @@ def _anthropic_usage(r: Reply, *, output_tokens: int) -> Json:
             "ephemeral_1h_input_tokens": r.cache_write_1h_tokens,
         },
         "output_tokens": output_tokens,
-        "service_tier": "standard",
+        "service_tier": r.service_tier or "standard",
     }
+    if r.web_searches:
+        usage["server_tool_use"] = {"web_search_requests": r.web_searches, "web_fetch_requests": 0}
+    return usage
 
 
 def _anthropic_message(r: Reply, model: str, mid: str, *, done: bool) -> Json:
@@ -84,7 +87,12 @@ def messages(h: Handler, path: str, body: Json, reply: Reply) -> None:
         {
             "type": "message_delta",
             "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-            "usage": {"output_tokens": reply.output_tokens},
+            # Cumulative counts, input included, as the API now sends them.
+            "usage": {
+                key: value
+                for key, value in _anthropic_usage(reply, output_tokens=reply.output_tokens).items()
+                if key != "service_tier"
+            },
         },
         "message_delta",
     )

@@ -20,7 +20,10 @@ def error(h: Handler, reply: Reply) -> None:
 
 
 def _chat_usage(r: Reply) -> Json:
-    prompt_details: Json = {"cached_tokens": r.cache_read_tokens, "audio_tokens": 0}
+    prompt_details: Json = {
+        "cached_tokens": r.cache_read_tokens,
+        "audio_tokens": r.input_audio_tokens,
+    }
     if r.cache_write_tokens:
         prompt_details["cache_write_tokens"] = r.cache_write_tokens
     return {
@@ -30,7 +33,7 @@ def _chat_usage(r: Reply) -> Json:
         "prompt_tokens_details": prompt_details,
         "completion_tokens_details": {
             "reasoning_tokens": r.reasoning_tokens,
-            "audio_tokens": 0,
+            "audio_tokens": r.output_audio_tokens,
             "accepted_prediction_tokens": 0,
             "rejected_prediction_tokens": 0,
         },
@@ -50,7 +53,21 @@ def _responses_usage(r: Reply) -> Json:
     }
 
 
-def _response_object(r: Reply, model: str, rid: str, mid: str, *, done: bool) -> Json:
+def _tier(r: Reply, body: Json) -> str:
+    requested = body.get("service_tier")
+    return r.service_tier or (requested if requested not in (None, "auto") else "default")
+
+
+def _searches(r: Reply) -> list[Json]:
+    return [
+        {"type": "web_search_call", "id": new_id("ws_"), "status": "completed"}
+        for _ in range(r.web_searches)
+    ]
+
+
+def _response_object(
+    r: Reply, model: str, rid: str, mid: str, *, done: bool, tier: str = "default"
+) -> Json:
     return {
         "id": rid,
         "object": "response",
@@ -60,15 +77,17 @@ def _response_object(r: Reply, model: str, rid: str, mid: str, *, done: bool) ->
         "incomplete_details": None,
         "instructions": None,
         "model": model,
+        "service_tier": tier,
         "output": (
             [
+                *_searches(r),
                 {
                     "type": "message",
                     "id": mid,
                     "status": "completed",
                     "role": "assistant",
                     "content": [{"type": "output_text", "text": r.text, "annotations": []}],
-                }
+                },
             ]
             if done
             else []
@@ -95,7 +114,7 @@ def chat(h: Handler, path: str, body: Json, reply: Reply) -> None:
             "choices": [
                 {"index": 0, "message": message, "logprobs": None, "finish_reason": "stop"}
             ],
-            "service_tier": "default",
+            "service_tier": _tier(reply, body),
             "system_fingerprint": "fp_fake",
         }
         if reply.include_usage:
@@ -111,6 +130,7 @@ def chat(h: Handler, path: str, body: Json, reply: Reply) -> None:
             "object": "chat.completion.chunk",
             "created": created,
             "model": model,
+            "service_tier": _tier(reply, body),
             "system_fingerprint": "fp_fake",
             "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
         }
@@ -136,7 +156,9 @@ def responses(h: Handler, path: str, body: Json, reply: Reply) -> None:
     model = reply.model or str(body.get("model", ""))
     rid, mid = new_id("resp_"), new_id("msg_")
     if not body.get("stream"):
-        h.send_json(200, _response_object(reply, model, rid, mid, done=True))
+        h.send_json(
+            200, _response_object(reply, model, rid, mid, done=True, tier=_tier(reply, body))
+        )
         return
     seq = iter(range(1_000_000))
 
@@ -167,13 +189,32 @@ def responses(h: Handler, path: str, body: Json, reply: Reply) -> None:
         text=reply.text,
         logprobs=[],
     )
-    done = _response_object(reply, model, rid, mid, done=True)
-    event("response.output_item.done", output_index=0, item=done["output"][0])
+    done = _response_object(reply, model, rid, mid, done=True, tier=_tier(reply, body))
+    event("response.output_item.done", output_index=0, item=done["output"][-1])
     event("response.completed", response=done)
     h.end_stream()
+
+
+def embeddings(h: Handler, path: str, body: Json, reply: Reply) -> None:
+    given = body.get("input")
+    count = len(given) if isinstance(given, list) and not isinstance(given[0], int) else 1
+    response: Json = {
+        "object": "list",
+        "data": [
+            {"object": "embedding", "index": n, "embedding": [0.1, 0.2, 0.3]} for n in range(count)
+        ],
+        "model": reply.model or str(body.get("model", "")),
+    }
+    if reply.include_usage:
+        response["usage"] = reply.raw_usage or {
+            "prompt_tokens": reply.input_tokens,
+            "total_tokens": reply.input_tokens,
+        }
+    h.send_json(200, response)
 
 
 ROUTES = (
     Route(lambda path: path.endswith("/chat/completions"), chat, error),
     Route(lambda path: path.endswith("/responses"), responses, error),
+    Route(lambda path: path.endswith("/embeddings"), embeddings, error),
 )

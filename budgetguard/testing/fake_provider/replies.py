@@ -29,6 +29,14 @@ class Reply:
     cache_write_tokens: int = 0
     reasoning_tokens: int = 0
     cache_write_1h_tokens: int = 0  # Anthropic: the part of the writes cached for an hour
+    input_audio_tokens: int = 0  # parts of input_tokens / cache reads / output by modality
+    input_image_tokens: int = 0
+    cache_audio_read_tokens: int = 0
+    output_audio_tokens: int = 0
+    tool_use_prompt_tokens: int = 0  # Gemini: the part of input_tokens its tools added
+    web_searches: int = 0
+    service_tier: str | None = None  # reported back (None: the one requested, if any)
+    tool_call: str | None = None  # Gemini: answer with a call of this function, not text
     status: int = 200
     error_message: str = "the fake provider was told to fail"
     cut_after: int | None = None
