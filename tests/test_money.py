@@ -53,3 +53,11 @@ def test_a_bad_amount_is_a_configuration_error_naming_the_field() -> None:
     for bad in ("abc", "NaN", "Infinity"):
         with pytest.raises(bg.ConfigurationError, match=r"^usd: "):
             bg.spend_limit(usd=bad)
+
+
+def test_whole_dollar_amounts_print_without_an_exponent() -> None:
+    # normalize() alone turned $10 into Decimal("1E+1"), printed "$1E+1" in user code.
+    assert str(nanos_to_usd(10 * 10**9)) == "10"
+    assert str(nanos_to_usd(1_200 * 10**9)) == "1200"
+    assert str(nanos_to_usd(2_500_000_000)) == "2.5"
+    assert str(nanos_to_usd(50_000_000)) == "0.05"

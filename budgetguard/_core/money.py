@@ -18,6 +18,7 @@ from .errors import ConfigurationError
 
 NANOS_PER_USD = 1_000_000_000
 _NANO = Decimal(1) / NANOS_PER_USD
+_ONE = Decimal(1)
 
 MAX_NANOS = 2**53 - 1
 """The largest amount any store holds: about $9,007,199. Redis Lua compares money as
@@ -69,8 +70,12 @@ def check_nanos(value: object, *, field: str) -> int:
 
 
 def nanos_to_usd(nanos: int) -> Decimal:
-    """nano-USD -> exact ``Decimal`` USD."""
-    return (Decimal(nanos) * _NANO).normalize() if nanos else Decimal(0)
+    """nano-USD -> exact ``Decimal`` USD, without trailing zeros: ``Decimal("10")`` for
+    $10, never ``normalize()``'s ``Decimal("1E+1")``, so ``f"${amount}"`` reads right."""
+    if not nanos:
+        return Decimal(0)
+    amount = (Decimal(nanos) * _NANO).normalize()
+    return amount.quantize(_ONE) if amount == amount.to_integral_value() else amount
 
 
 @dataclass(frozen=True, slots=True, order=True)

@@ -1,0 +1,45 @@
+"""Every example in examples/ runs offline, to the end, without a warning on stderr:
+the docs point users at them, so a broken or noisy example is a defect."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = sorted((Path(__file__).parent.parent / "examples").glob("*.py"))
+
+EXPECTED = {
+    "anthropic_and_gemini.py": ["charged $0.00375", "refused before sending (0 requests)"],
+    "instrumented_openai.py": ["the provider got 'gpt-4o-mini'", "refused:"],
+    "openai_compatible_gateway.py": [
+        "anthropic/claude-sonnet-4.5: charged $0.00123",
+        "refused: unknown model 'my-finetune-v3'",
+        "my-finetune-v3 with a price: charged $0.000125",
+    ],
+}
+
+
+def test_every_example_is_checked() -> None:
+    assert {path.name for path in EXAMPLES} >= set(EXPECTED)
+    assert len(EXAMPLES) >= 5
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda path: path.name)
+def test_example_runs_cleanly(example: Path) -> None:
+    pytest.importorskip("google.genai")
+    done = subprocess.run(
+        [sys.executable, str(example)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONWARNINGS": "default"},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == "", done.stderr
+    for expected in EXPECTED.get(example.name, []):
+        assert expected in done.stdout
