@@ -31,10 +31,6 @@ def genai_price(provider: str, model: str, **usage: int) -> Decimal:
     return nanos_to_usd(usd_to_nanos(total))
 
 
-def close_to(actual: Decimal, expected: Decimal) -> bool:
-    return abs(actual - expected) <= Decimal("0.000000002")
-
-
 def user() -> Any:
     return bg.status("user", "u1", tenant=None)
 

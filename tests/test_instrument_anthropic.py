@@ -7,7 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from provider_support import close_to, configure_user_limit, genai_price, user
+from provider_support import configure_user_limit, genai_price, user
 
 import budgetguard as bg
 from budgetguard.testing import FakeProvider
@@ -72,8 +72,8 @@ def test_create_settles_cache_reads_and_writes_exactly(fake: FakeProvider, clien
     with bg.spend_limit(usd=1, user="u1") as run:
         message = client.messages.create(model=HAIKU, max_tokens=300, messages=MESSAGES)
     assert message.usage.input_tokens == 500  # the wire shape: cache excluded
-    assert close_to(run.spent, expected) and run.calls == 1
-    assert close_to(user().spent, expected) and user().held == 0
+    assert run.spent == expected and run.calls == 1
+    assert user().spent == expected and user().held == 0
 
 
 async def test_async_create(fake: FakeProvider, aclient: Any) -> None:
@@ -82,7 +82,7 @@ async def test_async_create(fake: FakeProvider, aclient: Any) -> None:
         await aclient.messages.create(
             model=HAIKU, max_tokens=300, system="Be brief.", messages=MESSAGES
         )
-    assert close_to(run.spent, expected)
+    assert run.spent == expected
     assert user().held == 0
 
 
@@ -98,7 +98,7 @@ def test_create_stream_settles_from_message_delta(fake: FakeProvider, client: An
         stream = client.messages.create(model=HAIKU, max_tokens=300, messages=MESSAGES, stream=True)
         kinds = [event.type for event in stream]
     assert kinds[0] == "message_start" and kinds[-1] == "message_stop"
-    assert close_to(run.spent, expected)
+    assert run.spent == expected
     assert user().held == 0
 
 
@@ -110,7 +110,7 @@ async def test_async_create_stream(fake: FakeProvider, aclient: Any) -> None:
         )
         async for _ in stream:
             pass
-    assert close_to(run.spent, expected)
+    assert run.spent == expected
 
 
 def test_messages_stream_helper(fake: FakeProvider, client: Any) -> None:
@@ -123,7 +123,7 @@ def test_messages_stream_helper(fake: FakeProvider, client: Any) -> None:
         final = stream.get_final_message()
     assert text == "Hello from the fake provider."
     assert final.usage.output_tokens == 250
-    assert close_to(run.spent, expected)
+    assert run.spent == expected
     assert user().held == 0
 
 
@@ -135,7 +135,7 @@ async def test_async_messages_stream_helper(fake: FakeProvider, aclient: Any) ->
     ):
         final = await stream.get_final_message()
     assert final.content[0].text == "Hello from the fake provider."
-    assert close_to(run.spent, expected)
+    assert run.spent == expected
     assert user().held == 0
 
 

@@ -168,6 +168,18 @@ def test_embeddings_are_charged_their_input_tokens(
     assert record.cost == genai_cost("gemini-embedding-001", record.usage, provider="google") > 0
 
 
+async def test_count_tokens_is_free_and_untouched(
+    fake: FakeProvider, client: Any, records: list[bg.CallRecord]
+) -> None:
+    fake.reply(input_tokens=42)
+    fake.reply(input_tokens=43)
+    with bg.spend_limit(tenant="acme", usd="0.000000001"):  # nothing would fit
+        counted = client.models.count_tokens(model="gemini-2.5-pro", contents="hi")
+        counted_async = await client.aio.models.count_tokens(model="gemini-2.5-pro", contents="hi")
+    assert (counted.total_tokens, counted_async.total_tokens) == (42, 43)
+    assert records == [] and len(fake.requests) == 2
+
+
 def test_chats_and_automatic_function_calling_charge_every_request(
     fake: FakeProvider, client: Any, records: list[bg.CallRecord]
 ) -> None:

@@ -7,7 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from provider_support import close_to, configure_user_limit, genai_price, user
+from provider_support import configure_user_limit, genai_price, user
 
 import budgetguard as bg
 from budgetguard.testing import FakeProvider
@@ -71,8 +71,8 @@ def test_chat_settles_the_exact_cost_with_cached_and_reasoning_tokens(
     with bg.spend_limit(usd=1, user="u1") as run:
         response = client.chat.completions.create(model="gpt-4o", messages=MESSAGES, max_tokens=300)
     assert response.choices[0].message.content == "Hello from the fake provider."
-    assert close_to(run.spent, expected) and run.calls == 1
-    assert close_to(user().spent, expected)
+    assert run.spent == expected and run.calls == 1
+    assert user().spent == expected
     assert user().held == 0
 
 
@@ -80,7 +80,7 @@ async def test_async_chat_settles_the_exact_cost(fake: FakeProvider, aclient: An
     expected = script_cached_reasoning(fake)
     async with bg.spend_limit(usd=1, user="u1") as run:
         await aclient.chat.completions.create(model="gpt-4o", messages=MESSAGES, max_tokens=300)
-    assert close_to(run.spent, expected)
+    assert run.spent == expected
     assert user().held == 0
 
 
@@ -91,7 +91,7 @@ def test_responses_settles_the_exact_cost(fake: FakeProvider, client: Any) -> No
             model="gpt-4o", input="Hi", instructions="Be brief.", max_output_tokens=300
         )
     assert response.output_text == "Hello from the fake provider."
-    assert close_to(run.spent, expected)
+    assert run.spent == expected
     assert user().held == 0
 
 
@@ -99,7 +99,7 @@ async def test_async_responses_with_message_list(fake: FakeProvider, aclient: An
     expected = script_cached_reasoning(fake)
     async with bg.spend_limit(user="u1") as run:
         await aclient.responses.create(model="gpt-4o", input=MESSAGES, max_output_tokens=300)
-    assert close_to(run.spent, expected)
+    assert run.spent == expected
 
 
 def test_instrumenting_twice_is_a_no_op(client: Any) -> None:
@@ -132,7 +132,7 @@ def test_chat_stream_injects_include_usage_and_settles_from_the_final_chunk(
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == (
         "Hello from the fake provider."
     )
-    assert close_to(run.spent, expected)
+    assert run.spent == expected
     assert user().held == 0
 
 
@@ -148,7 +148,7 @@ def test_chat_stream_keeps_the_callers_own_usage_chunk(fake: FakeProvider, clien
             )
         )
     assert chunks[-1].usage.prompt_tokens == 1200 and chunks[-1].choices == []
-    assert close_to(run.spent, expected)
+    assert run.spent == expected
 
 
 async def test_async_chat_stream(fake: FakeProvider, aclient: Any) -> None:
@@ -160,7 +160,7 @@ async def test_async_chat_stream(fake: FakeProvider, aclient: Any) -> None:
         async for _ in stream:
             pass
     assert fake.requests[-1].body["stream_options"] == {"include_usage": True}
-    assert close_to(run.spent, expected)
+    assert run.spent == expected
     assert user().held == 0
 
 
@@ -172,7 +172,7 @@ def test_responses_stream_settles_from_response_completed(fake: FakeProvider, cl
     ):
         kinds = [event.type for event in stream]
     assert kinds[0] == "response.created" and kinds[-1] == "response.completed"
-    assert close_to(run.spent, expected)
+    assert run.spent == expected
     assert user().held == 0
 
 
@@ -183,7 +183,7 @@ async def test_async_responses_stream(fake: FakeProvider, aclient: Any) -> None:
         async with stream:
             async for _ in stream:
                 pass
-    assert close_to(run.spent, expected)
+    assert run.spent == expected
 
 
 def test_abandoned_stream_charges_what_was_consumed(fake: FakeProvider, client: Any) -> None:
@@ -280,7 +280,7 @@ def test_downgrade_sends_the_cheaper_model(fake: FakeProvider, client: Any) -> N
         )
     assert fake.requests[-1].body["model"] == "gpt-4o-mini"
     assert response.model == "gpt-4o-mini"
-    assert close_to(run.spent, price("gpt-4o-mini", input_tokens=20, output_tokens=10))
+    assert run.spent == price("gpt-4o-mini", input_tokens=20, output_tokens=10)
 
 
 async def test_async_downgrade(fake: FakeProvider, aclient: Any) -> None:
@@ -331,7 +331,7 @@ def test_chat_stream_helper_goes_through_the_guard(fake: FakeProvider, client: A
         s.until_done()
         final = s.get_final_completion()
     assert final.choices[0].message.content == "Hello from the fake provider."
-    assert close_to(run.spent, expected)
+    assert run.spent == expected
     assert user().held == 0
 
 

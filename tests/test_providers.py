@@ -77,6 +77,29 @@ def test_the_provider_comes_from_the_base_url(url: str, provider: str | None) ->
     assert route_for(client, "openrouter", None).provider == "openrouter"  # naming it wins
 
 
+def test_bedrock_and_vertex_clients_price_at_their_hosts_rates() -> None:
+    book = bg.current().prices
+    bedrock = anthropic.AnthropicBedrock(
+        aws_region="us-east-1", aws_access_key="a", aws_secret_key="b"
+    )
+    vertex = anthropic.AnthropicVertex(region="us-east5", project_id="p", access_token="t")
+    bedrock_route, vertex_route = route_for(bedrock, None, None), route_for(vertex, None, None)
+    assert (bedrock_route.provider, vertex_route.provider) == ("aws", "google")
+    bg.instrument(bedrock)
+    with pytest.raises(bg.BudgetExceeded), bg.spend_limit(usd="0.001"):  # refused, never sent
+        bedrock.messages.create(
+            model="us.anthropic.claude-sonnet-4-5-20250929-v1:0",
+            max_tokens=1_000,
+            messages=[{"role": "user", "content": "hi"}],
+        )
+    # Bedrock's regional endpoints charge 10 % over Anthropic's own price.
+    regional = book.rates("us.anthropic.claude-sonnet-4-5-20250929-v1:0", bedrock_route.provider)
+    direct = book.rates("claude-sonnet-4-5", "anthropic")
+    usage = bg.Usage(input_tokens=100_000, output_tokens=1_000)
+    assert regional.provider == "aws" and regional.cost(usage) == direct.cost(usage) * 11 // 10
+    assert book.rates("claude-sonnet-4-5@20250929", vertex_route.provider).provider == "google"
+
+
 def test_an_unknown_provider_or_a_bad_alias_is_refused() -> None:
     client = openai.OpenAI(base_url="http://localhost:1/v1", api_key="t")
     with pytest.raises(bg.ConfigurationError, match="unknown provider 'openrouterr'"):
