@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 import budgetguard as bg
+from budgetguard._core.errors import StoreUnavailable
 from budgetguard._core.money import MAX_NANOS, usd_to_nanos
 from budgetguard._engine.flow import admit_cost
 from budgetguard._engine.upkeep import OwedSettle, UnappliedSettles, unapplied, upkeep
@@ -373,7 +374,8 @@ def test_settles_kept_at_exit_are_flushed(redis_client: Any, redis_url: str) -> 
 def test_owed_settles_are_never_dropped_without_a_word(caplog: Any) -> None:
     owed = UnappliedSettles(limit=2)
     for n in range(3):
-        owed.keep(OwedSettle(Reservation(f"r{n}", 0, (), 0.0), 1_000 * (n + 1), None, None))
+        reservation = Reservation(f"r{n}", 0, (), 0.0)
+        owed.keep(OwedSettle(reservation, 1_000 * (n + 1), None, None), StoreUnavailable("down"))
     assert len(owed) == 2
     assert owed.lost_nanos == 1_000
     assert "given up" in caplog.text and "$0.000001" in caplog.text

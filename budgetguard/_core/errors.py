@@ -10,10 +10,12 @@
     └── StoreUnavailable     the budget store cannot be reached and fail="closed"
 
 ``UsageError`` (a ``ConfigurationError``) flags a malformed provider response.
+(``describe_error``, outside ``__all__``, turns any error into a ledger row's reason.)
 """
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from decimal import Decimal
 
@@ -120,3 +122,16 @@ class UsageError(ConfigurationError):
 
 class StoreUnavailable(BudgetError):
     """The budget store did not answer and the policy fails closed."""
+
+
+_SECRET = re.compile(
+    r"(?i)(?:\b(?:sk|pk|rk|xai|gsk|AIza)[-_][A-Za-z0-9_\-*]{6,}|(?<=bearer )[A-Za-z0-9._\-~+/*]{8,}"
+    r"|(?<=key[=:] )[^\s,;]{8,}|(?<=key=)[^\s&,;]{8,})"
+)
+
+
+def describe_error(error: BaseException) -> str:
+    """An error as a ledger row or log line may carry it: its type and message, with
+    anything shaped like an API key masked (providers' 401s echo part of the key)."""
+    message = _SECRET.sub("[redacted]", str(error))
+    return f"{type(error).__name__}: {message}" if message else type(error).__name__

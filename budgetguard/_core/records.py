@@ -23,6 +23,8 @@ class LLMRequest:
     client on an unknown host); ``price_context`` the price variant asked for (a service
     tier: ``(("service_tier", "flex"),)``); ``aliases`` maps names the API
     takes (an Azure deployment, ``"prod-chat"``) to the model to price them as.
+    ``choices``: how many completions one call asks for (OpenAI's ``n``, Gemini's
+    ``candidate_count``); each may run to ``max_tokens``.
     """
 
     model: str
@@ -35,6 +37,7 @@ class LLMRequest:
     provider_hint: str | None = None
     price_context: PriceContext = ()
     aliases: Mapping[str, str] | None = None
+    choices: int = 1
 
     def priced_as(self, model: str) -> str:
         """The model whose prices ``model`` (a name the API takes) is charged at."""

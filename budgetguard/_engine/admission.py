@@ -9,7 +9,7 @@ from decimal import Decimal
 
 from .._core.attribution import Attribution, Frame
 from .._core.counters import Counter, Reservation
-from .._core.errors import StoreUnavailable, UnknownModel
+from .._core.errors import UnknownModel, describe_error
 from .._core.money import check_nanos, nanos_to_usd
 from .._core.records import CallRecord, LLMRequest, Outcome
 from .._core.usage import PriceContext, Usage
@@ -190,10 +190,16 @@ class Admission:
             settings = self.settings
             try:
                 yield Settle(reservation, nanos)
-            except StoreUnavailable:
-                owed = OwedSettle(reservation, nanos, settings.store, settings.async_store)
-                unapplied.keep(owed)  # its lease stays renewed until the settle lands
+            except BaseException as error:
+                # The provider billed this call: whatever the store said (down, out of
+                # memory, cancelled while waiting), the charge is kept and re-sent, and
+                # the caller still gets its response. A cancellation goes on once kept.
+                owed = OwedSettle.of(reservation, nanos, settings.store, settings.async_store)
+                unapplied.keep(owed, error)  # its lease stays renewed until the settle lands
                 upkeep.wake_for_owed()
+                if not isinstance(error, Exception):
+                    self._record("unpriced" if unpriced is not None else "ok", unpriced)
+                    raise
             else:
                 if upkeep.untrack(reservation.id):
                     log.warning(
@@ -218,10 +224,11 @@ class Admission:
             upkeep.untrack(self.reservation.id)
             try:
                 yield Release(self.reservation)
-            except StoreUnavailable:
+            except Exception as failure:  # never hide the caller's own error behind ours
                 log.error(
-                    "budgetguard: store unavailable; hold %s expires with its lease",
+                    "budgetguard: releasing hold %s failed (%s); it expires with its lease",
                     self.reservation.id,
+                    describe_error(failure),
                 )
         self._record("error", error)
 

@@ -215,7 +215,7 @@ def worst_case(
         max_tokens=request.max_tokens,
         rates=rates,
     )
-    return rates.worst_case(input_tokens, output_tokens)
+    return rates.worst_case(input_tokens, output_tokens * request.choices)
 
 
 def admit_flow(

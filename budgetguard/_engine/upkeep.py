@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass, field
 
 from .._core.counters import Reservation
-from .._core.errors import StoreUnavailable
+from .._core.errors import StoreUnavailable, describe_error
 from .._core.money import nanos_to_usd
 from ..stores.base import AsyncStore, Store
 from ..stores.drive import Flow, Settle
@@ -46,10 +46,39 @@ log = logging.getLogger("budgetguard")
 
 @dataclass(frozen=True, slots=True)
 class OwedSettle:
+    """A charge the store did not take. ``loop``: the event loop an async-only store's
+    connections belong to, on which the upkeep thread re-sends it."""
+
     reservation: Reservation
     nanos: int
     store: Store | None
     async_store: AsyncStore | None
+    loop: asyncio.AbstractEventLoop | None = None
+
+    @classmethod
+    def of(
+        cls,
+        reservation: Reservation,
+        nanos: int,
+        store: Store | None,
+        async_store: AsyncStore | None,
+    ) -> OwedSettle:
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        return cls(reservation, nanos, store, async_store, loop)
+
+    def resend(self, timeout: float) -> None:
+        """Send the settle again from a thread that is not the event loop's."""
+        if self.store is not None:
+            self.store.settle(self.reservation, self.nanos)
+            return
+        loop = self.loop
+        if self.async_store is None or loop is None or loop.is_closed():
+            raise StoreUnavailable("no store to re-send this settle to from here")
+        settle = self.async_store.asettle(self.reservation, self.nanos)
+        asyncio.run_coroutine_threadsafe(settle, loop).result(timeout=timeout)
 
     def owed_to(self, store: Store | None, async_store: AsyncStore | None) -> bool:
         return (store is not None and store is self.store) or (
@@ -66,11 +95,13 @@ class UnappliedSettles:
         self._items: list[OwedSettle] = []
         self._lock = threading.Lock()
 
-    def keep(self, owed: OwedSettle) -> None:
+    def keep(self, owed: OwedSettle, error: BaseException) -> None:
         log.error(
-            "budgetguard: store unavailable; settle of %s ($%s) kept, re-sent once it answers",
+            "budgetguard: the store did not take the settle of %s ($%s): %s; kept, "
+            "re-sent until it does",
             owed.reservation.id,
             nanos_to_usd(owed.nanos),
+            describe_error(error),
         )
         with self._lock:
             self._items.append(owed)
@@ -113,20 +144,20 @@ class UnappliedSettles:
         for n, item in enumerate(items):
             try:
                 yield Settle(item.reservation, item.nanos)
-            except StoreUnavailable:
+            except BaseException:
                 self.put_back(items[n:])
-                return
+                return  # a cancellation stops here too: the rest is re-sent later
             upkeep.untrack(item.reservation.id)
 
     def flush_now(self, deadline: float) -> None:
-        """Re-send what sync stores are owed, until ``deadline`` (monotonic)."""
+        """Re-send what is owed, until ``deadline`` (monotonic): to sync stores directly,
+        to async-only ones on their event loop while it runs."""
         for item in self.reservations():
-            if time.monotonic() > deadline:
+            left = deadline - time.monotonic()
+            if left <= 0:
                 break
-            if item.store is None:
-                continue
             try:
-                item.store.settle(item.reservation, item.nanos)
+                item.resend(timeout=left)
             except Exception:
                 continue
             upkeep.untrack(item.reservation.id)

@@ -19,14 +19,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .._core.errors import describe_error
 from .._engine.admission import Admission
-from .._engine.charges import charge_response
+from .._engine.charges import charge_response, unpriced
 from .._engine.config import Settings
 from ..stores.drive import Flow, Invoke
 from .meter import StreamMeter
-from .prepared import PreparedCall, describe, raw_mode
+from .prepared import PreparedCall, raw_mode
 
-__all__ = ["PreparedCall", "Sent", "call_flow", "describe", "raw_mode"]
+__all__ = ["PreparedCall", "Sent", "call_flow", "raw_mode"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,12 +58,17 @@ def call_flow(
     try:
         result = yield Invoke(functools.partial(send, *args, **kwargs))
     except BaseException as error:
-        yield from admission.release_flow(describe(error))
+        yield from admission.release_flow(describe_error(error))
         raise
     if call.raw == "stream" and hasattr(result, "parse"):
         return Sent(result, unread=(call, admission))
     if call.raw is not None and hasattr(result, "parse"):
-        parsed = yield Invoke(result.parse)  # cached by the SDK: the caller gets the same
+        try:
+            parsed = yield Invoke(result.parse)  # cached by the SDK: the caller gets the same
+        except Exception as error:  # a body the SDK cannot parse: the caller's to see
+            why = f"its body could not be parsed ({describe_error(error)})"
+            yield from unpriced(admission, call.adapter.name, None, why).settle(admission)
+            return Sent(result)
         if call.streaming:
             return Sent(result, StreamMeter(call, admission), stream=parsed)
         yield from charge_response(admission, parsed, call.adapter.name).settle(admission)

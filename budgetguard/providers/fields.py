@@ -96,6 +96,14 @@ def int_arg(kwargs: Mapping[str, Any], *names: str) -> int | None:
     return None
 
 
+def count_arg(value: object) -> int:
+    """How many completions a call asks for (``n``, ``candidate_count``): 1 unless a
+    positive int says more (the API refuses anything else itself)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 1:
+        return value
+    return 1
+
+
 def mapping(item: object) -> Mapping[str, Any]:
     """A message, part or tool as a mapping (SDK param objects are dumped)."""
     if isinstance(item, Mapping):

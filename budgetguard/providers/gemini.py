@@ -29,7 +29,7 @@ from .._core.errors import ConfigurationError
 from .._core.records import LLMRequest
 from .._core.usage import PriceContext, Usage, UsageDetails
 from .base import Surface
-from .fields import check_block, count, get, mapping, usage_of
+from .fields import check_block, count, count_arg, get, mapping, usage_of
 from .tracking import StreamTracker
 
 __all__ = ["EMBED", "GENERATE", "GeminiEmbed", "GeminiGenerate", "gemini_usage"]
@@ -59,7 +59,17 @@ def _model(kwargs: Mapping[str, Any], where: str) -> str:
     model = kwargs.get("model")
     if not isinstance(model, str) or not model:
         raise ConfigurationError(f"{where}: model= must be a model name to budget the call")
-    return model.removeprefix("models/")
+    return _bare(model)
+
+
+def _bare(model: str) -> str:
+    """``gemini-2.5-flash`` for ``models/...``, and for Vertex's
+    ``projects/p/locations/l/publishers/google/models/...`` and ``publishers/google/models/...``."""
+    return (
+        model.rpartition("models/")[2]
+        if model.startswith(("models/", "projects/", "publishers/"))
+        else model
+    )
 
 
 def _part(part: object) -> Mapping[str, Any]:
@@ -201,7 +211,7 @@ _NO_DETAILS = UsageDetails()
 
 def _reported_model(response: object) -> str | None:
     model = _field(response, "model_version")
-    return model.removeprefix("models/") if isinstance(model, str) and model else None
+    return _bare(model) if isinstance(model, str) and model else None
 
 
 class GeminiStreamTracker(StreamTracker):
@@ -255,6 +265,7 @@ class GeminiGenerate:
             tools=_tools(config.get("tools")),
             max_tokens=max_tokens if isinstance(max_tokens, int) else None,
             price_context=request_context(config),
+            choices=count_arg(config.get("candidate_count")),
         )
 
     def recognizes(self, response: object) -> bool:

@@ -43,7 +43,7 @@ from .base import Adapter, Surface
 from .calls import Sent, call_flow
 from .manager import StreamManager
 from .prepared import PreparedCall
-from .raw import AsyncUnreadResponse, RawStream, UnreadResponse
+from .raw import AsyncUnreadResponse, UnreadResponse, raw_stream
 from .registry import ADAPTERS, adapters_for
 from .routes import Route, route_for
 from .streams import AsyncGuardedStream, GuardedStream
@@ -66,6 +66,11 @@ UNGUARDED: Mapping[str, tuple[tuple[tuple[str, ...], tuple[str, ...] | None], ..
         (("videos",), ("create",)),
         (("responses",), ("compact",)),
         (("beta", "threads", "runs"), ("create", "create_and_poll", "stream")),
+        (("realtime",), ("connect",)),
+        (("beta", "realtime"), ("connect",)),
+        (("fine_tuning", "jobs"), ("create",)),
+        (("evals", "runs"), ("create",)),
+        (("containers",), ("create",)),
     ),
     "anthropic": (
         (("messages", "batches"), ("create",)),
@@ -76,6 +81,11 @@ UNGUARDED: Mapping[str, tuple[tuple[tuple[str, ...], tuple[str, ...] | None], ..
         (("models",), ("generate_images", "generate_videos", "edit_image", "upscale_image")),
         (("aio", "models"), ("generate_images", "generate_videos", "edit_image", "upscale_image")),
         (("aio", "live"), ("connect",)),
+        (("aio", "batches"), ("create", "create_embeddings")),
+        (("caches",), ("create",)),
+        (("aio", "caches"), ("create",)),
+        (("tunings",), ("tune",)),
+        (("aio", "tunings"), ("tune",)),
     ),
 }
 """Per SDK, resources (and methods; None: every public one) that spend money but are
@@ -109,7 +119,7 @@ def _hand_over(sent: Sent, *, is_async: bool) -> Any:
     if sent.meter is None:
         return sent.result
     stream = (AsyncGuardedStream if is_async else GuardedStream)(sent.stream, sent.meter)
-    return stream if sent.stream is sent.result else RawStream(sent.result, stream)
+    return stream if sent.stream is sent.result else raw_stream(sent.result, stream)
 
 
 def _guard(target: _Target, *, is_async: bool) -> Any:

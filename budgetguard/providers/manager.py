@@ -8,11 +8,12 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
+from .._core.errors import describe_error
 from .._engine.config import Settings, current
 from ..stores.drive import Flow, Invoke, arun, run
 from .base import Adapter
 from .meter import StreamMeter
-from .prepared import PreparedCall, describe
+from .prepared import PreparedCall
 from .routes import Route
 from .streams import AsyncGuardedStream, GuardedStream
 
@@ -56,7 +57,7 @@ class StreamManager:
             enter = self._manager.__aenter__ if is_async else self._manager.__enter__
             stream = yield Invoke(enter)
         except BaseException as error:
-            yield from admission.release_flow(describe(error))
+            yield from admission.release_flow(describe_error(error))
             raise
         return stream
 

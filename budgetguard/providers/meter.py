@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from .._core.errors import UsageError
+from .._core.errors import UsageError, describe_error
 from .._engine.admission import Admission
 from .._engine.charges import Charge, priced, unpriced
 from ..pricing.tokens import estimate_tokens
@@ -24,6 +24,7 @@ class StreamMeter:
         self.admission = admission
         self.tracker = call.adapter.tracker()
         self.finished = False
+        self.ended = False  # read to its end (not closed early, not cut by an error)
         self.blind = False  # events cannot be seen: charge the estimate
         self.unreadable: str | None = None  # a usage block could not be read: why
 
@@ -76,7 +77,10 @@ class StreamMeter:
             return unpriced(admission, where, tracker.model, self.unreadable)
         if tracker.usage is not None:
             return priced(admission, where, tracker.usage, tracker.model)
-        # Ended without the final usage (closed, abandoned, cut): charge what was
+        if self.ended:  # read to its end, and still no usage: nothing says what it billed
+            why = "its stream ended without reporting its usage"
+            return unpriced(admission, where, tracker.model, why)
+        # Stopped before the final usage (closed, abandoned, cut): charge what was
         # consumed, never more than was held and never $0 for a request the
         # provider already billed.
         input_estimate = None if tracker.input_usage is not None else self._input_estimate()
@@ -99,6 +103,6 @@ class StreamMeter:
             return
         self.finished = True
         if error is not None and self.tracker.events == 0:
-            yield from self.admission.release_flow(f"{type(error).__name__}: {error}")
+            yield from self.admission.release_flow(describe_error(error))
             return
         yield from self.charge().settle(self.admission)

@@ -16,7 +16,18 @@ from typing import Any
 from .._core.records import LLMRequest
 from .._core.usage import PriceContext, Usage, UsageDetails
 from .base import Surface
-from .fields import check_block, count, get, has, int_arg, items_arg, model_arg, model_of, usage_of
+from .fields import (
+    check_block,
+    count,
+    count_arg,
+    get,
+    has,
+    int_arg,
+    items_arg,
+    model_arg,
+    model_of,
+    usage_of,
+)
 from .tracking import StreamTracker
 
 __all__ = [
@@ -103,6 +114,7 @@ class OpenAIChat:
             tools=items_arg(kwargs, "tools"),
             max_tokens=int_arg(kwargs, "max_completion_tokens", "max_tokens"),
             price_context=request_context(kwargs),
+            choices=count_arg(kwargs.get("n")),
         )
 
     def recognizes(self, response: object) -> bool:

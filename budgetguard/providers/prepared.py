@@ -14,7 +14,7 @@ from ..stores.drive import Flow
 from .base import Adapter
 from .routes import Route
 
-__all__ = ["RAW_HEADER", "PreparedCall", "describe", "raw_mode"]
+__all__ = ["RAW_HEADER", "PreparedCall", "raw_mode"]
 
 RAW_HEADER = "x-stainless-raw-response"
 """Set by the OpenAI and Anthropic SDKs on calls made through ``with_raw_response``
@@ -28,11 +28,6 @@ def raw_mode(kwargs: Mapping[str, Any]) -> str | None:
             if isinstance(name, str) and name.lower() == RAW_HEADER:
                 return str(value)
     return None
-
-
-def describe(error: BaseException) -> str:
-    """An error as a ledger row's reason: its type and message."""
-    return f"{type(error).__name__}: {error}"
 
 
 @dataclass(slots=True)

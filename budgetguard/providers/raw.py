@@ -25,17 +25,34 @@ from .meter import StreamMeter
 from .prepared import PreparedCall
 from .streams import AsyncGuardedStream, GuardedStream, _Proxy
 
-__all__ = ["AsyncUnreadResponse", "RawStream", "UnreadResponse"]
+__all__ = ["AsyncRawStream", "AsyncUnreadResponse", "RawStream", "UnreadResponse", "raw_stream"]
 
 
-class RawStream(_Proxy):
-    """A raw response to a streamed request: ``parse()`` gives the metered stream."""
+def raw_stream(inner: Any, stream: GuardedStream | AsyncGuardedStream) -> _Proxy:
+    """A raw response to a streamed request whose ``parse()`` gives the metered stream:
+    awaited where the SDK's is (Anthropic's async raw responses), called where not."""
+    if inspect.iscoroutinefunction(getattr(inner, "parse", None)):
+        return AsyncRawStream(inner, stream)
+    return RawStream(inner, stream)
 
+
+class _Raw(_Proxy):
     def __init__(self, inner: Any, stream: GuardedStream | AsyncGuardedStream) -> None:
         self._inner = inner
         self._stream = stream
 
+
+class RawStream(_Raw):
+    """A raw response to a streamed request: ``parse()`` gives the metered stream."""
+
     def parse(self, **_: Any) -> Any:
+        return self._stream
+
+
+class AsyncRawStream(_Raw):
+    """``RawStream`` for an SDK whose raw ``parse()`` is a coroutine."""
+
+    async def parse(self, **_: Any) -> Any:
         return self._stream
 
 

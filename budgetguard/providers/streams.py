@@ -119,6 +119,7 @@ class GuardedStream(MeteredStream):
             try:
                 event = next(self._iterator)
             except StopIteration:
+                self._meter.ended = True
                 finish(self._meter)
                 raise
             except BaseException as error:
@@ -159,6 +160,7 @@ class AsyncGuardedStream(MeteredStream):
             try:
                 event = await self._iterator.__anext__()
             except StopAsyncIteration:
+                self._meter.ended = True
                 await afinish(self._meter)
                 raise
             except BaseException as error:
