@@ -30,10 +30,11 @@ from ._core.errors import (
 )
 from ._core.money import Money
 from ._core.policy import Limit, Policy, Threshold
-from ._core.records import CallRecord, LLMRequest
+from ._core.records import CallRecord, Estimate, LLMRequest
 from ._core.usage import Usage
 from ._engine.admission import Admission
 from ._engine.config import Settings, configure, current, reset
+from ._engine.estimate import estimate
 from ._engine.flow import aadmit, aadmit_cost, admit, admit_cost
 from ._engine.guard import Guard, Run, budget, spend_limit
 from ._engine.status import BudgetStatus, astatus, status
@@ -66,6 +67,7 @@ __all__ = [
     "BudgetStatus",
     "CallRecord",
     "ConfigurationError",
+    "Estimate",
     "Guard",
     "LLMRequest",
     "Ledger",
@@ -98,6 +100,7 @@ __all__ = [
     "budget",
     "configure",
     "current",
+    "estimate",
     "instrument",
     "open_ledger",
     "reset",

@@ -84,7 +84,11 @@ def test_a_reservation_is_a_lease_and_a_late_settle_still_charges_once() -> None
     store = MemoryStore(clock=lambda: now[0])
     bg.configure(
         store=store,
-        policy=bg.Policy(limits=[bg.Limit(scope="global", usd=LIMIT, window="total")], lease_s=60),
+        policy=bg.Policy(
+            limits=[bg.Limit(scope="global", usd=LIMIT, window="total")],
+            lease_s=60,
+            contention_wait_s=0,  # the clock is frozen: waiting for the crashed hold never ends
+        ),
     )
     crashed = admit_cost(bg.Money.usd("0.9").nanos)  # its process "dies" here
     with pytest.raises(bg.BudgetExceeded):

@@ -132,6 +132,62 @@ def test_worst_case_bounds_every_usage_with_those_counts(
     assert worst >= genai_nanos(model, usage)
 
 
+@pytest.mark.parametrize(
+    "model", ["gpt-4o", "claude-sonnet-4-5", "claude-opus-4-5", "gemini-2.5-pro"]
+)
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_a_hold_with_known_cache_marks_bounds_every_usage_within_them(
+    book: PriceBook, model: str, data: st.DataObject
+) -> None:
+    rates = book.rates(model)
+    usage = draw_usage(data, st.integers(0, 1_000_000), st.integers(0, 100_000))
+    marked_1h = data.draw(st.integers(usage.cache_write_1h_tokens, usage.input_tokens))
+    marked = data.draw(st.integers(max(marked_1h, usage.cache_write_tokens), usage.input_tokens))
+    hold = rates.worst_case(
+        usage.input_tokens,
+        usage.output_tokens,
+        cache_write_tokens=marked,
+        cache_write_1h_tokens=marked_1h,
+    )
+    assert hold >= rates.cost(usage)
+    assert hold <= rates.worst_case(usage.input_tokens, usage.output_tokens)
+
+
+def test_claude_input_is_held_at_the_base_rate_without_a_cache_mark(book: PriceBook) -> None:
+    sonnet = book.rates("claude-sonnet-4-5")
+    plain = sonnet.worst_case(10_000, 0, cache_write_tokens=0)
+    assert plain == sonnet.cost(Usage(input_tokens=10_000))  # $3 / MTok, not 2x for 1h writes
+    assert sonnet.worst_case(10_000, 0) == 2 * plain  # nothing known: the one-hour write rate
+    five = sonnet.worst_case(10_000, 0, cache_write_tokens=4_000)
+    assert five == sonnet.cost(Usage(input_tokens=10_000, cache_write_tokens=4_000))
+    with pytest.raises(ConfigurationError):
+        sonnet.worst_case(10, 0, cache_write_tokens=11)
+
+
+@pytest.mark.parametrize("model", ["gpt-4o", "claude-sonnet-4-5", "gemini-2.5-pro"])
+@settings(max_examples=60, deadline=None)
+@given(
+    budget=st.integers(0, 5 * 10**9),
+    input_tokens=st.integers(0, 300_000),
+    choices=st.integers(1, 4),
+)
+def test_output_fitting_is_the_largest_cap_that_fits(
+    book: PriceBook, model: str, budget: int, input_tokens: int, choices: int
+) -> None:
+    rates = book.rates(model)
+    fits = rates.output_fitting(budget, input_tokens, cache_write_tokens=0, choices=choices)
+
+    def hold(output: int) -> int:
+        return rates.worst_case(input_tokens, output * choices, cache_write_tokens=0)
+
+    if hold(0) > budget:
+        assert fits == 0
+        return
+    assert hold(fits) <= budget
+    assert fits == rates.max_output_tokens or hold(fits + 1) > budget
+
+
 def test_worst_case_is_uncached_input_plus_output(book: PriceBook) -> None:
     rates = book.rates("gpt-4o")
     plain = Usage(input_tokens=1000, output_tokens=500)

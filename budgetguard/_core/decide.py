@@ -12,12 +12,23 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
-from .counters import Denial, Reservation
+from .counters import Counter, Denial, Reservation
 from .errors import BudgetExceeded
 from .money import nanos_to_usd
 from .policy import OnExceed
 
-__all__ = ["Admit", "CapDenial", "Refuse", "Step", "TryModel", "Wait", "decide", "exceeded"]
+__all__ = [
+    "Admit",
+    "CapDenial",
+    "Fit",
+    "Refuse",
+    "Step",
+    "TryModel",
+    "Wait",
+    "contended",
+    "decide",
+    "exceeded",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +51,17 @@ class TryModel:
 
 @dataclass(frozen=True, slots=True)
 class Wait:
+    """Ask again after ``seconds``, or sooner when a call on ``counter`` settles."""
+
     seconds: float
+    counter: Counter | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Fit:
+    """Ask again with the call's output cap lowered to ``output_tokens``."""
+
+    output_tokens: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +69,7 @@ class Refuse:
     error: BudgetExceeded
 
 
-Step = Admit | TryModel | Wait | Refuse
+Step = Admit | TryModel | Wait | Fit | Refuse
 
 
 def exceeded(denial: Denial | CapDenial, model: str | None) -> BudgetExceeded:
@@ -80,6 +101,21 @@ def exceeded(denial: Denial | CapDenial, model: str | None) -> BudgetExceeded:
     )
 
 
+CONTENTION_POLL_S = 0.25
+"""A contended call re-asks at least this often, even unwoken: a lease running out
+frees budget without any settle to announce it."""
+
+
+def contended(denial: Denial | CapDenial) -> bool:
+    """Refused only because of holds of calls in flight: once they settle (for less, or
+    even for all they hold) the call may fit, so waiting for them can help."""
+    return (
+        isinstance(denial, Denial)
+        and denial.held > 0
+        and denial.spent + denial.requested <= denial.counter.limit
+    )
+
+
 def decide(
     outcome: Reservation | Denial | CapDenial | None,
     *,
@@ -89,17 +125,31 @@ def decide(
     waited_s: float,
     block_timeout: float,
     attempt: int,
+    contention_wait_s: float = 0.0,
+    fit_tokens: int | None = None,
     rng: random.Random | None = None,
 ) -> Step:
-    """What to do with the store's answer (``None``: nothing needed reserving)."""
+    """What to do with the store's answer (``None``: nothing needed reserving).
+
+    In order: a denial only holds in flight cause waits for them (``contention_wait_s``
+    since the first ask, woken by their settles; ``block`` has its own timeout); then
+    a cheaper model (``downgrade``); then a lowered output cap (``fit_tokens``, the
+    largest that fits, when the policy fits output); then ``block`` waits for budget;
+    else the call is refused.
+    """
     if outcome is None or isinstance(outcome, Reservation):
         return Admit(outcome)
+    if on_exceed != "block" and contended(outcome) and waited_s < contention_wait_s:
+        assert isinstance(outcome, Denial)
+        return Wait(min(contention_wait_s - waited_s, CONTENTION_POLL_S), outcome.counter)
     if on_exceed == "downgrade" and next_model is not None:
         return TryModel(next_model)
+    if fit_tokens is not None:
+        return Fit(fit_tokens)
     if on_exceed == "block" and isinstance(outcome, Denial):
         delay = _block_delay(outcome, waited_s, block_timeout, attempt, (rng or random).random)
         if delay is not None:
-            return Wait(delay)
+            return Wait(delay, outcome.counter)
     return Refuse(exceeded(outcome, model))
 
 

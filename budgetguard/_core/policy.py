@@ -51,6 +51,18 @@ def _seconds(value: float, field: str, *, positive: bool) -> float:
     return value
 
 
+MAX_TOKENS = 10_000_000
+"""No model writes more output than this in one call."""
+
+
+def _tokens(value: Any, field: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError(f"{field}: expected a whole number of tokens, got {value!r}")
+    if not 0 < value <= MAX_TOKENS:
+        raise ValueError(f"{field}: must be between 1 and {MAX_TOKENS:,}, got {value}")
+    return value
+
+
 class Limit(BaseModel):
     """At most ``usd`` per ``window`` for each value of ``scope`` (or only for ``key``).
 
@@ -157,6 +169,15 @@ class Policy(BaseModel):
     for budget to free up (holds settling, a window rolling over), else raises.
     ``lease_s`` bounds how long a crashed process can keep budget held; it
     must exceed your longest LLM call (streams included).
+
+    ``max_output_tokens``: the output cap sent with a call that sets none (in
+    the SDK's own field), and held, so the provider can never bill more output
+    than was reserved; an int, or ``{model: cap}`` with ``"*"`` for the rest.
+    ``fit_output``: a call whose worst case does not fit is sent with its output
+    cap lowered to what fits (never below ``min_output_tokens``) instead of
+    being refused (``outcome="fitted"``). ``contention_wait_s``: how long a call
+    refused only because of holds of calls in flight (spent + requested still
+    fits the limit) waits for them to settle before the policy acts.
     """
 
     model_config = _FROZEN
@@ -168,6 +189,61 @@ class Policy(BaseModel):
     block_timeout: float = 30.0
     lease_s: float = 600.0
     timezone: str = "UTC"
+    max_output_tokens: int | Mapping[str, int] | None = None
+    fit_output: bool = False
+    min_output_tokens: int = 256
+    """The smallest output cap ``fit_output`` sends (by default 256, or the smallest
+    ``max_output_tokens`` when lower)."""
+    contention_wait_s: float = 10.0
+
+    @field_validator("max_output_tokens", mode="before")
+    @classmethod
+    def _check_max_output(cls, value: Any) -> int | Mapping[str, int] | None:
+        if value is None:
+            return None
+        if isinstance(value, Mapping):
+            caps: dict[str, int] = {}
+            for model, cap in value.items():
+                if not isinstance(model, str) or not model:
+                    raise ValueError(
+                        f"max_output_tokens: keys are model names or '*', got {model!r}"
+                    )
+                caps[model] = _tokens(cap, f"max_output_tokens[{model!r}]")
+            return caps
+        return _tokens(value, "max_output_tokens")
+
+    @field_validator("min_output_tokens", mode="before")
+    @classmethod
+    def _check_min_output(cls, value: Any) -> int:
+        return _tokens(value, "min_output_tokens")
+
+    @field_validator("contention_wait_s")
+    @classmethod
+    def _check_contention_wait(cls, value: float) -> float:
+        return _seconds(value, "contention_wait_s", positive=False)
+
+    @model_validator(mode="after")
+    def _check_output_bounds(self) -> Policy:
+        caps = self.max_output_tokens
+        smallest = min(caps.values(), default=None) if isinstance(caps, Mapping) else caps
+        if smallest is not None and self.min_output_tokens > smallest:
+            if "min_output_tokens" not in self.model_fields_set:
+                object.__setattr__(self, "min_output_tokens", smallest)  # the default yields
+                return self
+            raise ValueError(
+                f"min_output_tokens: {self.min_output_tokens} is above max_output_tokens "
+                f"({smallest}): no call could ever be fitted"
+            )
+        return self
+
+    def output_cap(self, model: str | None) -> int | None:
+        """The output cap to send with a call to ``model`` that sets none (None: none)."""
+        caps = self.max_output_tokens
+        if caps is None or isinstance(caps, int):
+            return caps
+        if model is not None and model in caps:
+            return caps[model]
+        return caps.get("*")
 
     @field_validator("block_timeout")
     @classmethod

@@ -11,7 +11,7 @@ from .counters import Counter
 from .money import nanos_to_usd
 from .usage import PriceContext, Usage
 
-__all__ = ["CallRecord", "LLMRequest", "Outcome"]
+__all__ = ["CallRecord", "Estimate", "LLMRequest", "Outcome"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,7 +24,10 @@ class LLMRequest:
     tier: ``(("service_tier", "flex"),)``); ``aliases`` maps names the API
     takes (an Azure deployment, ``"prod-chat"``) to the model to price them as.
     ``choices``: how many completions one call asks for (OpenAI's ``n``, Gemini's
-    ``candidate_count``); each may run to ``max_tokens``.
+    ``candidate_count``); each may run to ``max_tokens``. ``cache_write``: the whole
+    prompt may be written to the provider's cache (Anthropic's request-wide
+    ``cache_control``), ``"5m"`` or ``"1h"``; blocks marked one by one are found in
+    the messages themselves.
     """
 
     model: str
@@ -38,15 +41,46 @@ class LLMRequest:
     price_context: PriceContext = ()
     aliases: Mapping[str, str] | None = None
     choices: int = 1
+    cache_write: Literal["5m", "1h"] | None = None
 
     def priced_as(self, model: str) -> str:
         """The model whose prices ``model`` (a name the API takes) is charged at."""
         return self.aliases.get(model, model) if self.aliases else model
 
 
-Outcome = Literal["ok", "downgraded", "denied", "error", "unpriced"]
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """The most a call can cost, worked out before it is sent (``bg.estimate``): what
+    budgetguard reserves for it.
+
+    ``input_tokens`` is an upper bound of the prompt; ``output_tokens`` the output cap
+    held per choice (the call's own, the policy's ``max_output_tokens``, else the
+    model's maximum), ``choices`` how many. ``cache_write_tokens`` (of which
+    ``cache_write_1h_tokens``) are the input tokens the request marks for the
+    provider's prompt cache, held at the write rate. ``tier`` is the input-token
+    count above which the rates used apply (None: the base rates).
+    """
+
+    model: str
+    provider: str
+    nanos: int
+    input_tokens: int
+    output_tokens: int
+    choices: int = 1
+    cache_write_tokens: int = 0
+    cache_write_1h_tokens: int = 0
+    tier: int | None = None
+    price_context: PriceContext = ()
+
+    @property
+    def usd(self) -> Decimal:
+        return nanos_to_usd(self.nanos)
+
+
+Outcome = Literal["ok", "downgraded", "fitted", "denied", "error", "unpriced"]
 """``unpriced``: the call was made but its usage could not be read or priced, so it was
-charged conservatively (its reservation); ``error`` says why."""
+charged conservatively (its reservation); ``error`` says why. ``fitted``: the call did
+not fit its budget at its output cap and was sent with a lower one (``output_cap``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +110,9 @@ class CallRecord:
     error: str | None = None
     refused_by: Counter | None = None
     """For a denial: the limit that refused (None: the per-request cap)."""
+    output_cap: int | None = None
+    """The output cap budgetguard sent in place of the caller's: the policy's
+    ``max_output_tokens``, or a cap lowered to fit (``outcome="fitted"``)."""
 
     @property
     def overrun(self) -> int:

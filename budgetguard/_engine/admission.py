@@ -69,6 +69,11 @@ class Admission:
     rates: ModelRates | None = None
     """The rates the estimate was priced with: a settle at the same model and price
     variant uses them again (one price version per call, and no second lookup)."""
+    output_cap: int | None = None
+    """The output cap to send in place of the request's (``Policy.max_output_tokens``,
+    or lowered to fit the budget); None: the request's own. Code that sends its own
+    request after ``bg.admit`` must send it too: the hold assumes it."""
+    fitted: bool = False
 
     @property
     def downgraded(self) -> bool:
@@ -143,6 +148,9 @@ class Admission:
             )
         return True
 
+    def _outcome(self) -> Outcome:
+        return "fitted" if self.fitted else "downgraded" if self.downgraded else "ok"
+
     def _record(self, outcome: Outcome, error: str | None = None) -> None:
         if not self.settings.listeners:
             return
@@ -165,6 +173,7 @@ class Admission:
                 reservation_id=self.reservation.id if self.reservation else None,
                 counters=self.counters,
                 error=error,
+                output_cap=self.output_cap,
             ),
         )
 
@@ -198,7 +207,7 @@ class Admission:
                 unapplied.keep(owed, error)  # its lease stays renewed until the settle lands
                 upkeep.wake_for_owed()
                 if not isinstance(error, Exception):
-                    self._record("unpriced" if unpriced is not None else "ok", unpriced)
+                    self._record("unpriced" if unpriced is not None else self._outcome(), unpriced)
                     raise
             else:
                 if upkeep.untrack(reservation.id):
@@ -212,7 +221,7 @@ class Admission:
         if unpriced is not None:
             self._record("unpriced", unpriced)
         else:
-            self._record("downgraded" if self.downgraded else "ok")
+            self._record(self._outcome())
         return nanos_to_usd(nanos)
 
     def release_flow(self, error: str | None = None) -> Flow[None]:

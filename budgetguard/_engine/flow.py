@@ -17,12 +17,12 @@ from .._core.attribution import Attribution, Frame, attribution_of
 from .._core.counters import Counter, Denial, Reservation
 from .._core.plan import on_exceed_of, plan_caps, plan_counters
 from .._core.policy import Policy
-from .._core.records import CallRecord, LLMRequest
+from .._core.records import CallRecord, Estimate, LLMRequest
 from ..pricing.rates import ModelRates
-from ..pricing.tokens import estimate_tokens
-from ..stores.drive import Flow, Reserve, Sleep, arun, run
+from ..stores.drive import Compute, Flow, Reserve, Sleep, arun, run
 from .admission import Admission, emit
 from .config import Settings, current
+from .estimate import estimate_of, is_large, rates_for, worst_case
 from .frames import active_frames
 from .ids import new_id
 from .upkeep import unapplied, upkeep
@@ -35,6 +35,7 @@ __all__ = [
     "admit_after",
     "admit_cost",
     "admit_flow",
+    "rates_for",
     "worst_case",
 ]
 
@@ -42,7 +43,8 @@ __all__ = [
 @dataclass(slots=True)
 class AdmissionState:
     """Where one admission stands: the model being tried, its estimate and
-    counters, how many attempts were made and since when."""
+    counters, the output cap it will be sent with, how many attempts were made
+    and since when."""
 
     settings: Settings
     frames: tuple[Frame, ...]
@@ -56,20 +58,38 @@ class AdmissionState:
     amount: int = 0
     reservation_id: str = ""
     rates: ModelRates | None = None
+    estimate: Estimate | None = None
+    output_cap: int | None = None
+    """The output cap to send in place of the request's (the policy's, or fitted)."""
+    fitted: int | None = None
 
-    def prepare(self) -> core.CapDenial | None:
-        """Estimate the current model and plan its counters; a cap breach needs no store."""
+    def prepare(self) -> Flow[core.CapDenial | None]:
+        """Estimate the current model and plan its counters; a cap breach needs no store.
+        A large prompt is counted through ``Compute``: off the event loop in async code."""
         settings = self.settings
         if self.fixed_cost is not None:
             self.amount = self.fixed_cost
         else:
-            assert self.request is not None and self.model is not None
-            self.rates = rates_for(settings, self.request, self.model)
-            self.amount = worst_case(settings, self.request, self.model, self.rates)
-        self.counters, cap = _plan(settings.policy, self.frames, self.who, self.model)
+            request, model = self.request, self.model
+            assert request is not None and model is not None
+            self.rates = rates = rates_for(settings, request, model)
+            cap = self.fitted
+            if cap is None and request.max_tokens is None:
+                cap = settings.policy.output_cap(model)
+            self.output_cap = cap
+
+            def count() -> Estimate:
+                return estimate_of(settings, request, model, rates, cap)
+
+            if is_large(request):
+                self.estimate = yield Compute(count)
+            else:
+                self.estimate = count()
+            self.amount = self.estimate.nanos
+        self.counters, limit = _plan(settings.policy, self.frames, self.who, self.model)
         self.reservation_id = new_id()
-        if cap is not None and self.amount > cap:
-            return core.CapDenial(cap, self.amount)
+        if limit is not None and self.amount > limit:
+            return core.CapDenial(limit, self.amount)
         return None
 
     def step(self, outcome: Reservation | Denial | core.CapDenial | None) -> core.Step:
@@ -87,11 +107,38 @@ class AdmissionState:
             waited_s=time.monotonic() - self.started,
             block_timeout=policy.block_timeout,
             attempt=self.attempt,
+            contention_wait_s=policy.contention_wait_s,
+            fit_tokens=self._fitting(outcome) if policy.fit_output else None,
         )
         self.attempt += 1
         if isinstance(step, core.TryModel):
             self.model = step.model
+        elif isinstance(step, core.Fit):
+            self.fitted = step.output_tokens
         return step
+
+    def _fitting(self, outcome: Reservation | Denial | core.CapDenial | None) -> int | None:
+        """The largest output cap that fits what the refusing limit has left, when it is
+        at least ``min_output_tokens`` and below the cap just refused."""
+        estimate, rates = self.estimate, self.rates
+        if estimate is None or rates is None or outcome is None:
+            return None
+        if isinstance(outcome, core.CapDenial):
+            room = outcome.cap
+        elif isinstance(outcome, Denial):
+            room = max(0, outcome.counter.limit - outcome.spent - outcome.held)
+        else:
+            return None
+        tokens = rates.output_fitting(
+            room,
+            estimate.input_tokens,
+            cache_write_tokens=estimate.cache_write_tokens,
+            cache_write_1h_tokens=estimate.cache_write_1h_tokens,
+            choices=estimate.choices,
+        )
+        if self.settings.policy.min_output_tokens <= tokens < estimate.output_tokens:
+            return tokens
+        return None
 
     def admission(self, reservation: Reservation | None) -> Admission:
         settings = self.settings
@@ -108,6 +155,8 @@ class AdmissionState:
             request=self.request,
             counters=self.counters,
             rates=self.rates,
+            output_cap=self.output_cap,
+            fitted=self.fitted is not None,
         )
 
     def denied(self, error: Exception, refused_by: Counter | None) -> None:
@@ -145,7 +194,7 @@ def admission_flow(state: AdmissionState) -> Flow[Admission]:
     if unapplied:  # settles kept during an outage land before anything new is reserved
         yield from unapplied.flush(settings.store, settings.async_store)
     while True:
-        outcome: Reservation | Denial | core.CapDenial | None = state.prepare()
+        outcome: Reservation | Denial | core.CapDenial | None = yield from state.prepare()
         if outcome is None and state.counters:
             outcome = yield Reserve(state.reservation_id, state.counters, state.amount, lease)
         if outcome is None or isinstance(outcome, Reservation):
@@ -154,7 +203,7 @@ def admission_flow(state: AdmissionState) -> Flow[Admission]:
         if isinstance(step, core.Admit):
             return state.admission(step.reservation)
         if isinstance(step, core.Wait):
-            yield Sleep(step.seconds)
+            yield Sleep(step.seconds, step.counter)
         elif isinstance(step, core.Refuse):
             state.denied(step.error, outcome.counter if isinstance(outcome, Denial) else None)
             raise step.error
@@ -191,31 +240,6 @@ def _plan(
     cap = plan_caps(policy, frames)
     _last_plan = (policy, run_limited, key, model, counters, cap)
     return counters, cap
-
-
-def rates_for(settings: Settings, request: LLMRequest, model: str) -> ModelRates:
-    """The rates ``request`` sent to ``model`` is priced at."""
-    return settings.prices.rates(
-        request.priced_as(model), request.provider, request.price_context, request.provider_hint
-    )
-
-
-def worst_case(
-    settings: Settings, request: LLMRequest, model: str, rates: ModelRates | None = None
-) -> int:
-    """The most ``request`` sent to ``model`` can cost, in nano-USD."""
-    if rates is None:
-        rates = rates_for(settings, request, model)
-    input_tokens, output_tokens = estimate_tokens(
-        model,
-        messages=request.messages,
-        prompt=request.prompt,
-        system=request.system,
-        tools=request.tools,
-        max_tokens=request.max_tokens,
-        rates=rates,
-    )
-    return rates.worst_case(input_tokens, output_tokens * request.choices)
 
 
 def admit_flow(

@@ -61,7 +61,9 @@ class ModelRates:
     _leaves: Leaves = field(init=False, repr=False, compare=False)
     _starts: tuple[int, ...] = field(init=False, repr=False, compare=False)
     _bands: tuple[_Band, ...] = field(init=False, repr=False, compare=False)
-    _worst: tuple[tuple[int, int], ...] = field(init=False, repr=False, compare=False)
+    _worst: tuple[tuple[int, int, int, int, int], ...] = field(
+        init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         rates = (
@@ -81,17 +83,23 @@ class ModelRates:
         # n <= starts[0] is below every tier; a tier applies once n exceeds its start.
         samples = [starts[0] if starts else 0, *(start + 1 for start in starts)]
         bands: list[_Band] = []
-        worst: list[tuple[int, int]] = []
+        worst: list[tuple[int, int, int, int, int]] = []
         for n in samples:
             flat_in, flat_out, read, write, reasoning, write_1h = (
                 None if rate is None else _at(rate, n) for rate in rates
             )
             assert flat_in is not None and flat_out is not None
             bands.append((flat_in, flat_out, read, write, reasoning, write_1h))
+            base = max(flat_in, read or 0)
+            five_minutes = max(base, write or 0)
+            one_hour = max(base, write_1h if write_1h is not None else write or 0)
             worst.append(
                 (
-                    max(flat_in, read or 0, write or 0, write_1h or 0),
+                    max(five_minutes, one_hour),  # any input token, caching unknown
                     max(flat_out, reasoning or 0),
+                    base,  # an input token no cache marker can make a write
+                    five_minutes,
+                    one_hour,
                 )
             )
         object.__setattr__(self, "_starts", starts)
@@ -142,23 +150,90 @@ class ModelRates:
         total += uncached * input_rate + output * output_rate
         return -(-total // PER_MILLION)
 
-    def worst_case(self, input_tokens: int, output_tokens: int) -> int:
+    def worst_case(
+        self,
+        input_tokens: int,
+        output_tokens: int,
+        *,
+        cache_write_tokens: int | None = None,
+        cache_write_1h_tokens: int = 0,
+    ) -> int:
         """The most ``input_tokens`` in and ``output_tokens`` out can cost, in nano-USD.
 
-        Tiers are chosen by ``input_tokens``. Every input token is charged at
-        the highest input-side rate (the uncached rate, or the cache-write
-        rate where writing costs more, as on Anthropic), every output token at
-        the output or reasoning rate, whichever is higher. So ``cost(usage)``
-        never exceeds it for a usage with these token counts.
+        Tiers are chosen by ``input_tokens``; every output token is charged at the
+        output or reasoning rate, whichever is higher. ``cache_write_tokens`` None
+        (nothing known of the request's prompt caching): every input token at the
+        highest input-side rate (the cache-write rate where writing costs more, as on
+        Anthropic), so ``cost(usage)`` never exceeds it for any usage with these
+        counts. Given (what the request marks for caching; 0 for none): those tokens
+        at the write rate (``cache_write_1h_tokens`` of them at the one-hour rate),
+        the rest at the input rate - never below ``cost`` of a usage whose writes
+        stay within the marked ones.
         """
         if input_tokens < 0 or output_tokens < 0:
             raise ConfigurationError(
                 f"worst_case: token counts must be >= 0, got {input_tokens}, {output_tokens}"
             )
         starts = self._starts
-        in_rate, out_rate = self._worst[bisect_left(starts, input_tokens) if starts else 0]
-        total = input_tokens * in_rate + output_tokens * out_rate + self.request_rate
+        any_in, out_rate, base, five_minutes, one_hour = self._worst[
+            bisect_left(starts, input_tokens) if starts else 0
+        ]
+        total = output_tokens * out_rate + self.request_rate
+        if cache_write_tokens is None:
+            total += input_tokens * any_in
+        else:
+            if not 0 <= cache_write_1h_tokens <= cache_write_tokens <= input_tokens:
+                raise ConfigurationError(
+                    "worst_case: need 0 <= cache_write_1h_tokens <= cache_write_tokens <= "
+                    f"input_tokens, got {cache_write_1h_tokens}, {cache_write_tokens}, "
+                    f"{input_tokens}"
+                )
+            total += (
+                (input_tokens - cache_write_tokens) * base
+                + (cache_write_tokens - cache_write_1h_tokens) * five_minutes
+                + cache_write_1h_tokens * one_hour
+            )
         return -(-total // PER_MILLION)
+
+    def tier_for(self, input_tokens: int) -> int | None:
+        """The input-token count above which the rates for ``input_tokens`` apply
+        (None: the base rates, below every tier)."""
+        starts = self._starts
+        band = bisect_left(starts, input_tokens) if starts else 0
+        return starts[band - 1] if band else None
+
+    def output_fitting(
+        self,
+        budget: int,
+        input_tokens: int,
+        *,
+        cache_write_tokens: int | None = None,
+        cache_write_1h_tokens: int = 0,
+        choices: int = 1,
+    ) -> int:
+        """The most output tokens (per choice) whose worst case, with this input, stays
+        within ``budget`` nano-USD; 0 when not even the input fits."""
+
+        def cost(output_tokens: int) -> int:
+            return self.worst_case(
+                input_tokens,
+                output_tokens * choices,
+                cache_write_tokens=cache_write_tokens,
+                cache_write_1h_tokens=cache_write_1h_tokens,
+            )
+
+        if cost(0) > budget:
+            return 0
+        low, high = 0, self.max_output_tokens or self.context_window or 1_000_000
+        if cost(high) <= budget:
+            return high
+        while low < high:  # the largest n with cost(n) <= budget
+            middle = (low + high + 1) // 2
+            if cost(middle) <= budget:
+                low = middle
+            else:
+                high = middle - 1
+        return low
 
 
 def nanos_per_million(usd: Decimal, scale: int = 1) -> int:

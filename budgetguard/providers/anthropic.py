@@ -11,7 +11,8 @@ the price variant. A stream reports input and cache tokens in
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Literal
 
 from .._core.records import LLMRequest
 from .._core.usage import PriceContext, Usage, UsageDetails
@@ -129,6 +130,14 @@ class AnthropicStreamTracker(StreamTracker):
         return anthropic_usage(merged, "message_delta.usage")
 
 
+def _cache_ttl(cache_control: object) -> Literal["5m", "1h"] | None:
+    """The request-wide ``cache_control`` (automatic caching of the whole prompt):
+    ``"1h"`` or ``"5m"``, None when absent."""
+    if not isinstance(cache_control, Mapping):
+        return None
+    return "1h" if cache_control.get("ttl") == "1h" else "5m"
+
+
 class AnthropicMessages:
     name = "messages"
     sdk = "anthropic"
@@ -150,7 +159,11 @@ class AnthropicMessages:
             tools=items_arg(kwargs, "tools"),
             max_tokens=int_arg(kwargs, "max_tokens"),
             price_context=(("speed", "fast"),) if kwargs.get("speed") == "fast" else (),
+            cache_write=_cache_ttl(kwargs.get("cache_control")),
         )
+
+    def cap_output(self, kwargs: dict[str, Any], tokens: int) -> None:
+        kwargs["max_tokens"] = tokens
 
     def recognizes(self, response: object) -> bool:
         usage = get(response, "usage")

@@ -74,6 +74,11 @@ class Adapter(Protocol):
         """The call's request, as the keyword arguments say (raises naming a bad one)."""
         ...
 
+    def cap_output(self, kwargs: dict[str, Any], tokens: int) -> None:
+        """Send ``tokens`` as the call's output cap, in the SDK's own field (the policy's
+        ``max_output_tokens``, or a cap lowered to fit the budget)."""
+        ...
+
     def recognizes(self, response: object) -> bool:
         """``response`` is one of this wire format's (it carries a usage block)."""
         ...

@@ -253,11 +253,9 @@ class GeminiGenerate:
 
     def request(self, kwargs: dict[str, Any]) -> LLMRequest:
         config = _config(kwargs)
+        # max_output_tokens caps thoughts and answer together (googleapis/python-genai
+        # #782, #2062): it bounds the bill as it stands, whatever the thinking budget.
         max_tokens = config.get("max_output_tokens")
-        thinking = config.get("thinking_config") or {}
-        budget = thinking.get("thinking_budget") if isinstance(thinking, Mapping) else None
-        if isinstance(max_tokens, int) and isinstance(budget, int) and budget > 0:
-            max_tokens += budget  # thoughts may come on top of the visible output
         return LLMRequest(
             model=_model(kwargs, "models.generate_content"),
             messages=_contents(kwargs.get("contents")),
@@ -267,6 +265,16 @@ class GeminiGenerate:
             price_context=request_context(config),
             choices=count_arg(config.get("candidate_count")),
         )
+
+    def cap_output(self, kwargs: dict[str, Any], tokens: int) -> None:
+        config = kwargs.get("config")
+        if config is None:
+            kwargs["config"] = {"max_output_tokens": tokens}
+        elif callable(getattr(config, "model_copy", None)):
+            kwargs["config"] = config.model_copy(update={"max_output_tokens": tokens})
+        elif isinstance(config, Mapping):
+            key = "maxOutputTokens" if "maxOutputTokens" in config else "max_output_tokens"
+            kwargs["config"] = {**config, key: tokens}
 
     def recognizes(self, response: object) -> bool:
         usage = _field(response, "usage_metadata")
@@ -301,6 +309,9 @@ class GeminiEmbed:
             messages=_contents(kwargs.get("contents")),
             max_tokens=0,
         )
+
+    def cap_output(self, kwargs: dict[str, Any], tokens: int) -> None:
+        """Embeddings write no output: nothing to cap."""
 
     def recognizes(self, response: object) -> bool:
         return (

@@ -96,6 +96,13 @@ def request_context(kwargs: Mapping[str, Any]) -> PriceContext:
     return service_tier_context(kwargs.get("service_tier"))
 
 
+_REASONING = ("o1", "o3", "o4", "gpt-5")
+
+
+def _reasoning(model: object) -> bool:
+    return isinstance(model, str) and model.rsplit("/", 1)[-1].startswith(_REASONING)
+
+
 class OpenAIChat:
     name = "chat.completions"
     sdk = "openai"
@@ -116,6 +123,16 @@ class OpenAIChat:
             price_context=request_context(kwargs),
             choices=count_arg(kwargs.get("n")),
         )
+
+    def cap_output(self, kwargs: dict[str, Any], tokens: int) -> None:
+        # The field the caller used; else max_tokens, which every compatible server
+        # takes, except for OpenAI's reasoning models, which only take the newer one.
+        if "max_completion_tokens" in kwargs or (
+            "max_tokens" not in kwargs and _reasoning(kwargs.get("model"))
+        ):
+            kwargs["max_completion_tokens"] = tokens
+        else:
+            kwargs["max_tokens"] = tokens
 
     def recognizes(self, response: object) -> bool:
         usage = get(response, "usage")

@@ -48,6 +48,9 @@ class OpenAIEmbeddings:
             max_tokens=0,
         )
 
+    def cap_output(self, kwargs: dict[str, Any], tokens: int) -> None:
+        """Embeddings write no output: nothing to cap."""
+
     def recognizes(self, response: object) -> bool:
         data = get(response, "data")
         return (

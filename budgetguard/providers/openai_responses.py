@@ -95,6 +95,9 @@ class OpenAIResponses:
             price_context=request_context(kwargs),
         )
 
+    def cap_output(self, kwargs: dict[str, Any], tokens: int) -> None:
+        kwargs["max_output_tokens"] = tokens
+
     def recognizes(self, response: object) -> bool:
         usage = get(response, "usage")
         return usage is not None and (

@@ -57,9 +57,12 @@ class PreparedCall:
         return call
 
     def admitted(self, admission: Admission, kwargs: dict[str, Any]) -> None:
-        """Send the model the policy chose (a downgrade rewrites ``model``)."""
+        """Send the model and output cap the policy chose: a downgrade rewrites
+        ``model``, ``max_output_tokens`` or a fitted cap the SDK's output-cap field."""
         if admission.model is not None and admission.model != self.request.model:
             kwargs["model"] = admission.model
+        if admission.output_cap is not None:
+            self.adapter.cap_output(kwargs, admission.output_cap)
 
     def admit(self, settings: Settings) -> Flow[Admission]:
         return admit_flow(settings, self.request)

@@ -72,7 +72,11 @@ class Renew:
 
 @dataclass(frozen=True, slots=True)
 class Sleep:
+    """Wait ``seconds``; with ``wake_on``, only until a call on that counter settles or
+    releases, where the store can tell (``wait_freed`` / ``await_freed``)."""
+
     seconds: float
+    wake_on: Counter | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +144,11 @@ def run(flow: Flow[T], store: Store | None) -> T:
             elif type(op) is Renew:
                 reply = target.renew(op.reservation, op.lease_s)
             elif type(op) is Sleep:
-                time.sleep(op.seconds)
+                waiter = getattr(target, "wait_freed", None) if op.wake_on else None
+                if waiter is not None:
+                    waiter(op.wake_on, op.seconds)
+                else:
+                    time.sleep(op.seconds)
                 reply = None
             elif type(op) is Compute:
                 reply = op.fn()
@@ -174,7 +182,11 @@ async def arun(flow: Flow[T], store: AsyncStore | None) -> T:
             elif type(op) is Renew:
                 reply = await target.arenew(op.reservation, op.lease_s)
             elif type(op) is Sleep:
-                await asyncio.sleep(op.seconds)
+                waiter = getattr(target, "await_freed", None) if op.wake_on else None
+                if waiter is not None:
+                    await waiter(op.wake_on, op.seconds)
+                else:
+                    await asyncio.sleep(op.seconds)
                 reply = None
             elif type(op) is Compute:
                 reply = await asyncio.to_thread(op.fn)

@@ -13,6 +13,7 @@ from .._core.errors import ConfigurationError
 from .._core.money import check_nanos
 from .._core.windows import SpanCache, window_span
 from .base import Counter, CounterStatus, Denial, Reservation, ReserveOutcome
+from .wakeups import Wakeups
 
 __all__ = ["MemoryStore"]
 
@@ -71,6 +72,8 @@ class MemoryStore:
     _tombstone_order: deque[str] = field(default_factory=deque, repr=False)
     _spans: SpanCache = field(default_factory=SpanCache, repr=False)
     _bucket_ends: list[tuple[float, tuple[str, int]]] = field(default_factory=list, repr=False)
+    _wakeups: Wakeups = field(default_factory=Wakeups, repr=False)
+    _freed: list[str] = field(default_factory=list, repr=False)  # counter keys, lock held
 
     def __post_init__(self) -> None:
         if type(self.max_tombstones) is not int or self.max_tombstones < 1:
@@ -83,6 +86,14 @@ class MemoryStore:
 
     # -- sync -------------------------------------------------------------
     def reserve(
+        self, reservation_id: str, counters: tuple[Counter, ...], amount: int, lease_s: float
+    ) -> ReserveOutcome:
+        outcome = self._reserve(reservation_id, counters, amount, lease_s)
+        if self._freed:  # leases this reserve swept: whoever waits on them may fit now
+            self._wake()
+        return outcome
+
+    def _reserve(
         self, reservation_id: str, counters: tuple[Counter, ...], amount: int, lease_s: float
     ) -> ReserveOutcome:
         check_nanos(amount, field="amount")
@@ -149,6 +160,8 @@ class MemoryStore:
             self._sweep(now)
             hold = self._holds.pop(reservation.id, None)
             if hold is not None:
+                if self._wakeups:
+                    self._freed.extend(key for key, _ in hold.buckets)
                 buckets = self._buckets
                 for key in hold.buckets:
                     bucket = buckets.get(key)
@@ -178,7 +191,8 @@ class MemoryStore:
                         bucket.spent += actual
                         bucket.overrun += overrun
             self._bury(reservation.id, now, expired=False)
-            return True
+        self._wake()
+        return True
 
     def release(self, reservation: Reservation) -> bool:
         with self._lock:
@@ -187,10 +201,24 @@ class MemoryStore:
             hold = self._holds.pop(reservation.id, None)
             if hold is None:
                 return False
+            if self._wakeups:
+                self._freed.extend(key for key, _ in hold.buckets)
             for key in hold.buckets:
                 self._buckets[key].held -= hold.amount
             self._bury(reservation.id, now, expired=False)
-            return True
+        self._wake()
+        return True
+
+    def wait_freed(self, counter: Counter, timeout: float) -> bool:
+        """Wait until a hold on ``counter`` is settled, released or expires (True), or
+        ``timeout`` seconds pass (False)."""
+        return self._wakeups.wait(counter.key, timeout)
+
+    def _wake(self) -> None:
+        if self._freed:
+            with self._lock:
+                freed, self._freed = self._freed, []
+            self._wakeups.notify(set(freed))
 
     def status(self, counter: Counter) -> CounterStatus:
         with self._lock:
@@ -238,6 +266,9 @@ class MemoryStore:
     async def arenew(self, reservation: Reservation, lease_s: float) -> float | None:
         return self.renew(reservation, lease_s)
 
+    async def await_freed(self, counter: Counter, timeout: float) -> bool:
+        return await self._wakeups.await_(counter.key, timeout)
+
     # -- internals (lock held) ---------------------------------------------
     def _sweep(self, now: float, batch: int = _SWEEP_PER_CALL) -> None:
         leases, order, ends = self._leases, self._tombstone_order, self._bucket_ends
@@ -256,6 +287,8 @@ class MemoryStore:
             if hold is None or hold.expires_at > now:  # settled, released, or renewed
                 continue
             del self._holds[reservation_id]
+            if self._wakeups:
+                self._freed.extend(key for key, _ in hold.buckets)
             for key in hold.buckets:
                 self._buckets[key].held -= hold.amount
             self._bury(reservation_id, now, expired=True)

@@ -7,7 +7,9 @@ logic and docs/redis.md for the data model, cluster and failure behaviour.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import time
 from typing import Any, Unpack
 
 import redis
@@ -26,6 +28,8 @@ from tenacity import (
 
 from ..._core.errors import StoreUnavailable
 from ..base import Counter, CounterStatus, Reservation, ReserveOutcome
+from ..wakeups import Wakeups
+from .listen import AsyncFreedListener, FreedListener, freed_pattern
 from .plans import (
     SCRIPT_NAMES,
     LocalReservation,
@@ -76,14 +80,25 @@ class RedisStore(RedisStoreBase):
         self._scripts = {
             name: self.client.register_script(script_source(name)) for name in SCRIPT_NAMES
         }
+        self._wakeups = Wakeups()
+        self._freed = FreedListener(self.client, freed_pattern(self.prefix), self._wakeups)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RedisStore:
         return cls(url, **options)
 
     def close(self) -> None:
+        self._freed.close()
         if self._owns_client:
             self.client.close()
+
+    def wait_freed(self, counter: Counter, timeout: float) -> bool:
+        """Wait until a hold on ``counter``'s tag is settled, released or expires (True,
+        told by pub/sub), or ``timeout`` seconds pass (False)."""
+        if not self._freed.ensure():
+            time.sleep(timeout)
+            return False
+        return self._wakeups.wait(self.freed_channel(counter.tag), timeout)
 
     # -- Store -------------------------------------------------------------------
     def reserve(
@@ -180,14 +195,24 @@ class AsyncRedisStore(RedisStoreBase):
         self._scripts = {
             name: self.client.register_script(script_source(name)) for name in SCRIPT_NAMES
         }
+        self._wakeups = Wakeups()
+        self._freed = AsyncFreedListener(self.client, freed_pattern(self.prefix), self._wakeups)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> AsyncRedisStore:
         return cls(url, **options)
 
     async def aclose(self) -> None:
+        await self._freed.aclose()
         if self._owns_client:
             await self.client.aclose()
+
+    async def await_freed(self, counter: Counter, timeout: float) -> bool:
+        """As ``RedisStore.wait_freed``, for a task."""
+        if not await self._freed.ensure():
+            await asyncio.sleep(timeout)
+            return False
+        return await self._wakeups.await_(self.freed_channel(counter.tag), timeout)
 
     # -- AsyncStore ----------------------------------------------------------------
     async def areserve(

@@ -175,6 +175,10 @@ class RedisStoreBase:
     def tag_prefix(self, tag: str) -> str:
         return f"{self.prefix}:{{{tag}}}"
 
+    def freed_channel(self, tag: str) -> str:
+        """Where the scripts announce that a hold on ``tag`` was freed (``prelude.lua``)."""
+        return f"{self.tag_prefix(tag)}:freed"
+
     def bucket_key(self, counter: Counter, start: int) -> str:
         return f"{self.prefix}:{{{counter.tag}}}:c:{counter.key}:{start}"
 

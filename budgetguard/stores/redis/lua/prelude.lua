@@ -49,6 +49,12 @@ local function drop_hold(key, amount)
   end
 end
 
+-- Calls waiting for budget on this tag (a contention wait, "block") subscribe to
+-- "<tag prefix>:freed": a settle, a release or an expired lease wakes them.
+local function freed(tag_prefix)
+  redis.call('PUBLISH', tag_prefix .. ':freed', '1')
+end
+
 local function bury(record, state, tomb_ms)
   redis.call('DEL', record)
   redis.call('HSET', record, 's', state)
@@ -72,6 +78,9 @@ local function sweep(tag_prefix, leases, now, tomb_ms, batch)
   end
   for i = 1, #due, 1000 do  -- unpack() of a long list overflows Lua's stack
     redis.call('ZREM', leases, unpack(due, i, math.min(i + 999, #due)))
+  end
+  if #due > 0 then
+    freed(tag_prefix)
   end
   return #due
 end

@@ -20,4 +20,5 @@ for i = 3, #KEYS do
 end
 bury(KEYS[1], 'done', ARGV[2])
 redis.call('ZREM', KEYS[2], ARGV[4])
+freed(ARGV[1])
 return 1

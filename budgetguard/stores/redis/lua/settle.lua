@@ -39,4 +39,7 @@ for i = 3, #KEYS do
 end
 bury(KEYS[1], 'done', ARGV[2])
 redis.call('ZREM', KEYS[2], ARGV[4])
+if held then
+  freed(ARGV[1])
+end
 return 1

@@ -1,0 +1,139 @@
+"""What a call can cost at most, before it is sent: the amount every admission holds.
+
+``estimate_of`` counts the prompt (an upper bound, ``pricing/tokens.py``), takes
+the output cap the call will be sent with - its own, the policy's
+``max_output_tokens``, or a lowered cap that fits - and prices both at the
+model's worst-case rates: input at the input rate, except the part the request
+marks for the provider's prompt cache, which is held at the write rate it names.
+``bg.estimate(request)`` gives the same figure to code that wants to show "at
+most $X" before sending anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .._core.errors import ConfigurationError
+from .._core.records import Estimate, LLMRequest
+from ..pricing.output_limits import DEFAULT_MAX_OUTPUT_TOKENS
+from ..pricing.rates import ModelRates
+from ..pricing.tokens import estimate_input
+from .config import Settings, current
+
+__all__ = ["LARGE_PROMPT_CHARS", "estimate", "estimate_of", "is_large", "rates_for", "worst_case"]
+
+LARGE_PROMPT_CHARS = 50_000
+"""A prompt this long (about 12k tokens, a millisecond or more to count) is counted
+off the event loop in async code."""
+
+
+def rates_for(settings: Settings, request: LLMRequest, model: str) -> ModelRates:
+    """The rates ``request`` sent to ``model`` is priced at."""
+    return settings.prices.rates(
+        request.priced_as(model), request.provider, request.price_context, request.provider_hint
+    )
+
+
+def estimate_of(
+    settings: Settings,
+    request: LLMRequest,
+    model: str,
+    rates: ModelRates | None = None,
+    output_cap: int | None = None,
+) -> Estimate:
+    """The worst case of ``request`` sent to ``model`` with ``output_cap`` (None: the
+    request's own ``max_tokens``, else the model's maximum output)."""
+    if rates is None:
+        rates = rates_for(settings, request, model)
+    cap = output_cap if output_cap is not None else request.max_tokens
+    if cap is not None and (not isinstance(cap, int) or isinstance(cap, bool) or cap < 0):
+        raise ConfigurationError(f"max_tokens: expected an int >= 0, got {cap!r}")
+    counted = estimate_input(
+        model,
+        messages=request.messages,
+        prompt=request.prompt,
+        system=request.system,
+        tools=request.tools,
+        rates=rates,
+    )
+    tokens = counted.tokens
+    writes, writes_1h = counted.cache_write_tokens, counted.cache_write_1h_tokens
+    if request.cache_write is not None:  # the whole prompt may be written to the cache
+        writes = tokens
+        if request.cache_write == "1h":
+            writes_1h = tokens
+    output = (
+        cap
+        if cap is not None
+        else rates.max_output_tokens or rates.context_window or DEFAULT_MAX_OUTPUT_TOKENS
+    )
+    nanos = rates.worst_case(
+        tokens,
+        output * request.choices,
+        cache_write_tokens=writes,
+        cache_write_1h_tokens=writes_1h,
+    )
+    return Estimate(
+        model=model,
+        provider=rates.provider,
+        nanos=nanos,
+        input_tokens=tokens,
+        output_tokens=output,
+        choices=request.choices,
+        cache_write_tokens=writes,
+        cache_write_1h_tokens=writes_1h,
+        tier=rates.tier_for(tokens),
+        price_context=request.price_context,
+    )
+
+
+def worst_case(
+    settings: Settings, request: LLMRequest, model: str, rates: ModelRates | None = None
+) -> int:
+    """The most ``request`` sent to ``model`` can cost, in nano-USD."""
+    return estimate_of(settings, request, model, rates).nanos
+
+
+def estimate(request: LLMRequest) -> Estimate:
+    """The most ``request`` can cost, with the prices and policy in force, reserving
+    nothing: the amount a guarded call would hold (``.usd``, a ``Decimal``).
+
+    A request that sets no output cap is estimated at the policy's
+    ``max_output_tokens`` (what an instrumented client would send), else at the
+    model's maximum output. Raises ``UnknownModel`` for a model with no price.
+    """
+    if not isinstance(request, LLMRequest):
+        raise ConfigurationError(
+            f"request: expected a budgetguard.LLMRequest, got {type(request).__name__}"
+        )
+    settings = current()
+    cap = settings.policy.output_cap(request.model) if request.max_tokens is None else None
+    return estimate_of(settings, request, request.model, output_cap=cap)
+
+
+def is_large(request: LLMRequest) -> bool:
+    """Whether counting ``request``'s prompt is worth a worker thread in async code."""
+    size = len(request.system) if isinstance(request.system, str) else 0
+    prompt = request.prompt
+    if isinstance(prompt, str):
+        size += len(prompt)
+    elif prompt is not None:
+        size += sum(len(text) for text in prompt if isinstance(text, str))
+    for message in request.messages or ():
+        size += _size(message.get("content") if isinstance(message, Mapping) else None)
+        if size > LARGE_PROMPT_CHARS:
+            return True
+    return size > LARGE_PROMPT_CHARS
+
+
+def _size(content: Any) -> int:
+    if isinstance(content, str):
+        return len(content)
+    if isinstance(content, list):
+        return sum(
+            len(part["text"])
+            for part in content
+            if isinstance(part, Mapping) and isinstance(part.get("text"), str)
+        )
+    return 0
