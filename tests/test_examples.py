@@ -14,6 +14,12 @@ EXAMPLES = sorted((Path(__file__).parent.parent / "examples").glob("*.py"))
 
 EXPECTED = {
     "anthropic_and_gemini.py": ["charged $0.00375", "refused before sending (0 requests)"],
+    "tight_holds.py": [
+        "sent with max_tokens=500",
+        "fitted: output cap",
+        "contention_wait_s=0.0: 12 answered",
+        "contention_wait_s=10.0: 20 answered",
+    ],
     "instrumented_openai.py": ["the provider got 'gpt-4o-mini'", "refused:"],
     "openai_compatible_gateway.py": [
         "anthropic/claude-sonnet-4.5: charged $0.00123",

@@ -148,6 +148,25 @@ def test_a_call_that_does_not_fit_is_sent_with_the_cap_that_fits(
     assert rates.worst_case(tokens, sent + 1, cache_write_tokens=0) > bg.Money.usd("0.01").nanos
 
 
+def test_a_fitted_call_is_in_the_ledger_with_its_cap(
+    fake: FakeProvider, records: list[bg.CallRecord], tmp_path: Any
+) -> None:
+    ledger = bg.SQLiteLedger(str(tmp_path / "ledger.db"))
+    limit("0.01", fit_output=True, min_output_tokens=100)
+    bg.configure(listeners=[ledger])
+    with bg.spend_limit(tenant="acme"):
+        oai(fake).chat.completions.create(model="gpt-4o", messages=MESSAGES, max_tokens=4_000)
+    ledger.close()
+    (row,) = ledger.rows()
+    sent = fake.requests[-1].body["max_tokens"]
+    assert (row.outcome, row.error) == (
+        "fitted",
+        f"output capped at {sent} tokens to fit the budget",
+    )
+    (summary,) = ledger.report("tenant")
+    assert (summary.fitted, summary.ok, summary.calls) == (1, 0, 1)
+
+
 def test_below_the_minimum_the_call_is_refused(
     fake: FakeProvider, records: list[bg.CallRecord]
 ) -> None:

@@ -86,7 +86,7 @@ class LedgerRow:
             cost_nanos=record.cost,
             latency_us=int(record.latency_s * 1_000_000),
             reservation_id=record.reservation_id,
-            error=None if record.error is None else record.error[:2000],
+            error=_note(record),
         )
 
     @classmethod
@@ -154,6 +154,14 @@ class LedgerRow:
         return nanos_to_usd(self.cost_nanos)
 
 
+def _note(record: CallRecord) -> str | None:
+    """The row's ``error`` column: why a call failed or was unpriced; for a fitted call,
+    the output cap it was sent with (the ledger has no column of its own for it)."""
+    if record.outcome == "fitted" and record.error is None:
+        return f"output capped at {record.output_cap} tokens to fit the budget"
+    return None if record.error is None else record.error[:2000]
+
+
 @dataclass(frozen=True, slots=True)
 class ReportRow:
     """Spend of one group (a feature, a user, ...) over the report's period."""
@@ -169,6 +177,10 @@ class ReportRow:
     output_tokens: int
     reasoning_tokens: int
     cost_nanos: int
+    fitted: int = 0
+    """Calls sent with an output cap lowered to fit the budget (``fit_output``)."""
+    unpriced: int = 0
+    """Calls whose usage could not be read, charged their reservation."""
 
     @property
     def cost(self) -> Decimal:

@@ -145,7 +145,8 @@ class Dialect:
     {count("ok")}, {count("downgraded")}, {count("denied")}, {count("error")},
     COALESCE(SUM(input_tokens), 0), COALESCE(SUM(cached_tokens), 0),
     COALESCE(SUM(output_tokens), 0), COALESCE(SUM(reasoning_tokens), 0),
-    COALESCE(SUM(cost_nanos), 0)
+    COALESCE(SUM(cost_nanos), 0),
+    {count("fitted")}, {count("unpriced")}
 FROM {self.table}
 WHERE {window}
 GROUP BY k
