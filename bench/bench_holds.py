@@ -43,10 +43,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _report import header, table  # noqa: E402
+from _report import header, table
 
-import budgetguard as bg  # noqa: E402
-from budgetguard.stores import MemoryStore, RedisStore  # noqa: E402
+import budgetguard as bg
+from budgetguard.stores import MemoryStore, RedisStore
 
 PROMPT = [{"role": "user", "content": "Summarise our refund policy for a customer in two lines."}]
 LIMIT = Decimal("0.05")
@@ -179,6 +179,13 @@ def contention_table(redis_url: str | None) -> str:
 
 
 # -- 3. wake-up ----------------------------------------------------------------------------
+def _waiter(ready: threading.Event, admitted: list[float]) -> None:
+    ready.set()
+    second = bg.admit_cost(20)  # fits once the first call settles for less
+    admitted.append(time.perf_counter())
+    second.settle_nanos(0)
+
+
 def wake_delays(store: Any, rounds: int) -> list[float]:
     bg.configure(
         store=store,
@@ -186,22 +193,13 @@ def wake_delays(store: Any, rounds: int) -> list[float]:
     )
     delays = []
     for n in range(rounds):
-        bg.configure(
-            policy=bg.Policy(limits=[bg.Limit(scope="global", usd=n + 1, window="total")])
-        )
+        bg.configure(policy=bg.Policy(limits=[bg.Limit(scope="global", usd=n + 1, window="total")]))
         spent = bg.status("global").spent
         room = bg.Money.usd(Decimal(n + 1) - spent).nanos
         first = bg.admit_cost(room - 10)
         ready = threading.Event()
         admitted: list[float] = []
-
-        def waiter() -> None:
-            ready.set()
-            second = bg.admit_cost(20)  # fits once the first settles for less
-            admitted.append(time.perf_counter())
-            second.settle_nanos(0)
-
-        thread = threading.Thread(target=waiter)
+        thread = threading.Thread(target=_waiter, args=(ready, admitted))
         thread.start()
         ready.wait()
         time.sleep(0.02)  # let it reach its wait
@@ -272,7 +270,8 @@ def stall_table(rounds: int) -> str:
     rows = []
     for n in range(rounds):
         # A fresh text each round: nothing memoised helps the first count.
-        text = " ".join(f"clause {n}-{i} of the contract applies to the parties" for i in range(11_000))
+        clause = "of the contract applies to the parties"
+        text = " ".join(f"clause {n}-{i} {clause}" for i in range(11_000))
         request = bg.LLMRequest("gpt-4o", [{"role": "user", "content": text}], max_tokens=100)
         on_loop = asyncio.run(largest_gap(lambda r=request: bg.estimate(r)))
         text2 = text.replace("contract", "agreement")
