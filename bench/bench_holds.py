@@ -178,6 +178,83 @@ def contention_table(redis_url: str | None) -> str:
     return table(("case", "limit used", "overshoot", "calls", "refused"), rows)
 
 
+# -- 2. hold / bill -------------------------------------------------------------------------
+HOLD_MODELS = (
+    "gpt-4o",
+    "gpt-4o-mini",
+    "gpt-4.1",
+    "gpt-5",
+    "claude-sonnet-4-5",
+    "claude-haiku-4-5",
+    "claude-opus-4-1",
+    "claude-opus-4-7",
+    "gemini-2.5-pro",
+    "gemini-2.5-flash",
+)
+REPLY = 300
+
+
+def hold_ratios(model: str) -> dict[str, list[float]]:
+    """hold / bill per shape: with no cap (the model's maximum), with
+    ``max_output_tokens=1000``, with an exact cap of 300."""
+    from bench_estimate import SHAPES, expected, openai_real
+
+    rates = bg.current().prices.rates(model)
+    ratios: dict[str, list[float]] = {"none": [], "policy": [], "exact": []}
+    for system, messages, tools in SHAPES.values():
+        if model.startswith("gpt"):
+            chat = ([{"role": "system", "content": system}] if system else []) + messages
+            real = openai_real(model, system, messages, tools)
+            request = bg.LLMRequest(model, chat, tools=tools)
+        else:
+            real = expected(model, system, messages, tools)
+            request = bg.LLMRequest(model, messages, system=system, tools=tools)
+        bill = rates.cost(bg.Usage(input_tokens=real, output_tokens=REPLY))
+        for label, policy, cap in (
+            ("none", bg.Policy(), None),
+            ("policy", bg.Policy(max_output_tokens=1_000), None),
+            ("exact", bg.Policy(), REPLY),
+        ):
+            bg.configure(policy=policy)
+            capped = (
+                request if cap is None else bg.LLMRequest(**{**vars_of(request), "max_tokens": cap})
+            )
+            ratios[label].append(bg.estimate(capped).nanos / bill)
+    return ratios
+
+
+def vars_of(request: bg.LLMRequest) -> dict[str, Any]:
+    return {name: getattr(request, name) for name in request.__dataclass_fields__}
+
+
+def hold_table() -> str:
+    rows = []
+    medians: dict[str, list[float]] = {"none": [], "policy": [], "exact": []}
+    for model in HOLD_MODELS:
+        ratios = hold_ratios(model)
+        row: list[object] = [model]
+        for label in ("none", "policy", "exact"):
+            median = statistics.median(ratios[label])
+            medians[label].extend(ratios[label])
+            row.append(f"{median:.2f}x (max {max(ratios[label]):.2f}x)")
+        rows.append(row)
+    rows.append(
+        [
+            "**all 40**",
+            *(f"**{statistics.median(medians[k]):.2f}x**" for k in ("none", "policy", "exact")),
+        ]
+    )
+    return table(
+        (
+            "model (4 shapes: short chat, 2k RAG, 50-message agent + 5 tools, one image)",
+            "no cap: hold / bill, median",
+            "max_output_tokens=1000",
+            "exact cap (300)",
+        ),
+        rows,
+    )
+
+
 # -- 3. wake-up ----------------------------------------------------------------------------
 def _waiter(ready: threading.Event, admitted: list[float]) -> None:
     ready.set()
@@ -299,7 +376,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--url", default="redis://127.0.0.1:6379/13", help="'' to skip Redis")
-    parser.add_argument("--only", choices=("contention", "wake", "stall"), default=None)
+    parser.add_argument("--only", choices=("contention", "holds", "wake", "stall"), default=None)
     args = parser.parse_args()
     url = args.url or None
     if url:
@@ -315,6 +392,9 @@ def main() -> None:
     if args.only in (None, "contention"):
         sections += ["", "### 1b. A burst: every call fits at its real cost, not at its hold", ""]
         sections.append(burst_table(url))
+    if args.only in (None, "holds"):
+        sections += ["", f"### 2. Hold / bill with a {REPLY}-token reply", ""]
+        sections.append(hold_table())
     if args.only in (None, "wake"):
         sections += ["", "### 3. Wake-up delay: settle -> waiting call admitted", ""]
         sections.append(wake_table(url, 20 if args.quick else 100))

@@ -370,6 +370,8 @@ def test_encodings_load_once(monkeypatch: pytest.MonkeyPatch) -> None:
         return real(name)
 
     monkeypatch.setattr(_tokens, "_encodings", {})
+    for memo in ["_texts", "_messages", "_objects"]:  # counts remembered need no encoding
+        monkeypatch.setattr(_tokens, memo, BoundedMemo(entries=100, chars=10_000))
     monkeypatch.setattr(tiktoken, "get_encoding", counting)
     messages = [{"role": "user", "content": "hello"}]
     for _ in range(50):
@@ -725,10 +727,13 @@ def test_mutated_messages_are_counted_afresh(monkeypatch: pytest.MonkeyPatch) ->
         messages[3]["content"] = "now a very different and much longer message " * 20
         messages[5]["content"] = [{"type": "text", "text": "parts now"}]
         messages[7]["name"] = "bob"
+        messages[9]["content"] = [{"type": "tool_use", "id": "t", "name": "f", "input": {"n": 1}}]
+        count_message_tokens(model, messages)
+        messages[9]["content"][0]["input"]["n"] = 1.0  # == 1 in Python, not the same text
         messages.append({"role": "user", "content": "one more"})
         remembered = count_message_tokens(model, messages)
-        monkeypatch.setattr(_tokens, "_messages", BoundedMemo(entries=10, chars=10))
-        monkeypatch.setattr(_tokens, "_texts", BoundedMemo(entries=10, chars=10))
+        for memo in ["_texts", "_messages", "_objects"]:  # nothing remembered: a fresh count
+            monkeypatch.setattr(_tokens, memo, BoundedMemo(entries=1, chars=0))
         assert remembered == count_message_tokens(model, messages), model
         monkeypatch.undo()
 
@@ -747,8 +752,8 @@ def test_equal_content_is_counted_once_whatever_the_object() -> None:
 def test_counts_from_many_threads_agree() -> None:
     models = ["gpt-4o", "claude-sonnet-4-5", "claude-opus-4-7", "gemini-2.5-pro"]
     expected = {m: [count_message_tokens(m, history(n)) for n in range(1, 40)] for m in models}
-    _tokens._messages.clear()
-    _tokens._texts.clear()
+    for memo in [_tokens._texts, _tokens._messages, _tokens._objects]:
+        memo.clear()
     errors: list[str] = []
 
     def work(offset: int) -> None:

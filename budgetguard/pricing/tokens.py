@@ -287,7 +287,7 @@ class _Counter:
             _messages.put(key, found, frozen[1])
         snapshot = thaw(frozen[0])
         if snapshot == item:  # a Mapping that is not a dict compares unequal: no fast path
-            _objects.put(seen, (snapshot, found), frozen[1])
+            _objects.put(seen, (snapshot, found), frozen[1], replace=True)
         return found
 
     def message(self, message: Mapping[str, Any]) -> _Counted:

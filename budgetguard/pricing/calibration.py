@@ -1,0 +1,132 @@
+"""How far above cl100k each provider family's tokens can land: the calibrated text bounds.
+
+There is no local tokenizer for Claude or Gemini, so their text is bounded
+from the cl100k count of the same text. Each family's bound is
+
+    tokens <= min(utf8_bytes, max(ceil(cl100k * factor) + per_digit * digits,
+                                  ceil(chars * floor)))
+
+with ``factor`` above every published count we could reproduce, by a small
+margin (the data points, their sources and the ratios are in the research
+note behind docs/pricing.md). The byte cap holds for byte-level tokenizers:
+a token is at least one byte.
+
+- Claude up to 4.6 shares one tokenizer: 106 JSON tool definitions counted
+  by Claude 3 Haiku land at 1.18-1.24 x cl100k once the ~7-token message
+  wrapper is taken off; English prose at 1.0-1.08. ASCII text gets 1.3.
+  Non-ASCII text has no published count; Anthropic says tiktoken
+  undercounts it "by much more", so it gets 2.0 (still under the byte cap).
+- Claude Opus 4.7 brought a new tokenizer (Opus 4.8, Sonnet 5, Fable 5 and
+  Mythos 5 share it): English prose 1.43-1.94 x the 4.6 count, one pangram
+  25 tokens where cl100k says 13 (1.92). Every Claude not known to be older
+  gets 2.1, and a floor of one token per 2.5 characters.
+- Gemini (Gemma's SentencePiece vocabulary) splits every digit into its own
+  token, so digits add one token each on top of 1.2 x cl100k (English counts
+  land at 1.0-1.08 x cl100k).
+- Anything else keeps the old rule, 1.4 x cl100k and one token per 3
+  characters, plus one token per digit (Mistral, Qwen and others split them).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+
+__all__ = [
+    "CLAUDE_2026",
+    "CLAUDE_LEGACY",
+    "GEMINI",
+    "OTHER",
+    "Bound",
+    "bound_for",
+    "claude_high_resolution",
+    "family_of",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Bound:
+    """A family's text bound, as integer fractions so the result never depends on float rounding.
+
+    ``ascii_factor`` scales the cl100k count of an ASCII string, ``other_factor``
+    that of a string with any non-ASCII character; ``floor`` is the least
+    number of tokens per character; ``per_digit`` adds tokens per ASCII digit;
+    ``tools_prompt`` is what the provider adds to a request that carries tools
+    (Anthropic's tool-use system prompt).
+    """
+
+    name: str
+    ascii_factor: tuple[int, int]
+    other_factor: tuple[int, int]
+    floor: tuple[int, int]
+    per_digit: int = 0
+    tools_prompt: int = 20
+
+
+CLAUDE_LEGACY = Bound("claude-legacy", (13, 10), (2, 1), (1, 4), 0, 346)
+"""Claude 2, 3.x and 4.0-4.6. Tool-use system prompt: 346 tokens for Claude 4.x and 3.7."""
+CLAUDE_2026 = Bound("claude-2026", (21, 10), (21, 10), (2, 5), 0, 730)
+"""Claude Opus 4.7 and later. Tool-use prompt: 346 scaled by the 2.1 text factor."""
+GEMINI = Bound("gemini", (6, 5), (6, 5), (1, 4), 1, 20)
+OTHER = Bound("other", (7, 5), (7, 5), (1, 3), 1, 20)
+
+_CLAUDE_TOOL_PROMPTS = (  # Anthropic's table, by model prefix (the largest of auto / any)
+    ("claude-3-opus", 530),
+    ("claude-3-5-haiku", 340),
+    ("claude-3-haiku", 340),
+    ("claude-3-sonnet", 235),
+)
+_CLAUDE_VERSION = re.compile(
+    r"claude-(?:(?:instant-)?(\d+)(?:-(\d{1,2})(?!\d))?-(?:opus|sonnet|haiku)"
+    r"|(?:opus|sonnet|haiku|fable|mythos)-(\d+)(?:-(\d{1,2})(?!\d))?"
+    r"|(?:instant-)?(\d+)(?:-(\d{1,2})(?!\d))?)"
+)
+
+
+def _normal(model: str) -> str:
+    """``anthropic/claude-opus-4.7`` and ``us.anthropic.claude-3-5-sonnet-v2:0`` -> dashed, bare."""
+    return model.rsplit("/", 1)[-1].lower().replace(".", "-")
+
+
+def family_of(model: str) -> str:
+    """``"claude"``, ``"gemini"`` or ``"other"`` (OpenAI models are told by their encoding)."""
+    name = _normal(model)
+    if "claude" in name:
+        return "claude"
+    if "gemini" in name or "gemma" in name:
+        return "gemini"
+    return "other"
+
+
+def _claude_version(name: str) -> tuple[int, int] | None:
+    match = _CLAUDE_VERSION.search(name)
+    if match is None:
+        return None
+    groups = [g for g in match.groups()]
+    for major, minor in ((groups[0], groups[1]), (groups[2], groups[3]), (groups[4], groups[5])):
+        if major is not None:
+            return int(major), int(minor or 0)
+    return None  # pragma: no cover - the pattern always fills one pair
+
+
+def claude_high_resolution(model: str) -> bool:
+    """True for Claude Opus 4.7 and later (new tokenizer, 2576 px images), and for any Claude
+    whose version cannot be read: the dearer assumption."""
+    version = _claude_version(_normal(model))
+    return version is None or version >= (4, 7)
+
+
+def bound_for(model: str) -> Bound:
+    """The text bound of a non-OpenAI ``model``."""
+    family = family_of(model)
+    if family == "gemini":
+        return GEMINI
+    if family != "claude":
+        return OTHER
+    name = _normal(model)
+    if claude_high_resolution(name):
+        return CLAUDE_2026
+    for prefix, tokens in _CLAUDE_TOOL_PROMPTS:
+        if prefix in name:
+            return replace(CLAUDE_LEGACY, tools_prompt=tokens)
+    return CLAUDE_LEGACY
