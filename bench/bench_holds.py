@@ -152,7 +152,7 @@ def contention_table(redis_url: str | None) -> str:
     if redis_url:
         stores.append(("Redis", lambda: RedisStore(redis_url, prefix="bench-holds")))
     variants = [
-        ("raise, no contention wait (before)", {"contention_wait_s": 0}),
+        ("raise, contention_wait_s=0", {"contention_wait_s": 0}),
         ("raise, contention wait (default)", {}),
         ("raise, contention wait + fit_output", {"fit_output": True, "min_output_tokens": 50}),
     ]
@@ -242,6 +242,16 @@ def hold_table() -> str:
         [
             "**all 40**",
             *(f"**{statistics.median(medians[k]):.2f}x**" for k in ("none", "policy", "exact")),
+        ]
+    )
+    estimated = len([m for m in HOLD_MODELS if not m.startswith("gpt")]) * 4
+    rows.append(
+        [
+            f"**Claude and Gemini ({estimated})**",
+            *(
+                f"**{statistics.median(medians[k][-estimated:]):.2f}x**"
+                for k in ("none", "policy", "exact")
+            ),
         ]
     )
     return table(
@@ -385,7 +395,7 @@ def main() -> None:
         except Exception as error:
             print(f"no Redis at {url} ({error}); Redis rows skipped", file=sys.stderr)
             url = None
-    sections = [header("Hold tightness", ["budgetguard " + bg.__version__])]
+    sections = [header("Hold tightness", ["budgetguard " + bg.__version__]), ""]
     if args.only in (None, "contention"):
         sections += ["### 1. Contention: 16 threads, $0.05, gpt-4o, max_tokens=400", ""]
         sections.append(contention_table(url))

@@ -16,7 +16,14 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHES = ("bench_overshoot.py", "bench_overhead.py", "bench_redis.py", "bench_pricing.py")
+BENCHES = (
+    "bench_overshoot.py",
+    "bench_overhead.py",
+    "bench_redis.py",
+    "bench_pricing.py",
+    "bench_holds.py",
+    "bench_estimate.py",
+)
 
 
 def main() -> int:

@@ -7,8 +7,8 @@ from the cl100k count of the same text. Each family's bound is
                                   ceil(chars * floor)))
 
 with ``factor`` above every published count we could reproduce, by a small
-margin (the data points, their sources and the ratios are in the research
-note behind docs/pricing.md). The byte cap holds for byte-level tokenizers:
+margin (the data points, their sources and the ratios are in
+docs/evidence/token-bounds.md). The byte cap holds for byte-level tokenizers:
 a token is at least one byte.
 
 - Claude up to 4.6 shares one tokenizer: 106 JSON tool definitions counted
