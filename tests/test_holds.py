@@ -338,13 +338,18 @@ def test_the_policy_cap_applies_to_the_public_estimate() -> None:
     assert bg.estimate(bg.LLMRequest("gpt-4o", MESSAGES, max_tokens=5)).output_tokens == 5
 
 
-def test_a_large_prompt_is_counted_through_compute() -> None:
+def test_a_large_prompt_is_counted_off_the_loop() -> None:
     settings = bg.current()
-    small = admit_flow(settings, bg.LLMRequest("gpt-4o", MESSAGES, max_tokens=1))
-    with pytest.raises(StopIteration):  # no limits: admitted without a single operation
-        next(small)
-    large = bg.LLMRequest("gpt-4o", prompt="x" * (LARGE_PROMPT_CHARS + 1), max_tokens=1)
-    assert isinstance(next(admit_flow(settings, large)), Compute)  # off the loop in aadmit
+    small = next(admit_flow(settings, bg.LLMRequest("gpt-4o", MESSAGES, max_tokens=1)))
+    assert isinstance(small, Compute) and small.offload is not None and not small.offload()
+    nested = [{"role": "user", "content": [{"type": "tool_result", "content": "x" * 60_000}]}]
+    for large in (
+        bg.LLMRequest("gpt-4o", prompt="x" * (LARGE_PROMPT_CHARS + 1), max_tokens=1),
+        bg.LLMRequest("claude-sonnet-4-5", nested, max_tokens=1),  # deep in a tool result
+        bg.LLMRequest("gpt-4o", MESSAGES, system=[{"text": "s" * 60_000}], max_tokens=1),
+    ):
+        op = next(admit_flow(settings, large))
+        assert isinstance(op, Compute) and op.offload is not None and op.offload()
 
 
 @pytest.mark.parametrize(
@@ -363,3 +368,154 @@ def test_bad_output_and_wait_settings_are_refused_naming_the_field(
 ) -> None:
     with pytest.raises(ValueError, match=field):
         bg.Policy(**policy)
+
+
+# -- fault tests: one per defect the review of this issue found -------------------------
+
+
+def test_providers_that_cache_on_their_own_hold_input_at_the_write_rate() -> None:
+    # OpenAI caches without being asked, and gpt-5.6 bills the write: an unmarked
+    # request may still be billed every input token as a write.
+    rates = bg.current().prices.rates("gpt-5.6-sol")
+    assert rates.cache_write_rate is not None
+    messages = [{"role": "user", "content": "x " * 9_000}]
+    estimate = bg.estimate(bg.LLMRequest("gpt-5.6-sol", messages, max_tokens=10))
+    billed = rates.cost(
+        bg.Usage(
+            input_tokens=estimate.input_tokens,
+            output_tokens=10,
+            cache_write_tokens=estimate.input_tokens,
+        )
+    )
+    assert estimate.nanos >= billed  # was: held at the input rate, 24 % short
+
+
+def test_a_refusal_no_wait_can_help_is_immediate_even_behind_a_busy_counter() -> None:
+    bg.configure(
+        policy=bg.Policy(
+            limits=[
+                bg.Limit(scope="tenant", usd=1, window="day"),
+                bg.Limit(scope="global", usd="1.5", window="day"),
+            ],
+            contention_wait_s=3,
+        )
+    )
+    with bg.spend_limit(tenant="other"):
+        admit_cost(bg.Money.usd("0.8").nanos).settle_nanos(bg.Money.usd("0.8").nanos)
+    with bg.spend_limit(tenant="acme"):
+        busy = admit_cost(bg.Money.usd("0.5").nanos)  # the tenant is busy, not full
+        started = time.monotonic()
+        with pytest.raises(bg.BudgetExceeded) as refused:
+            admit_cost(bg.Money.usd("0.75").nanos)  # global: 0.8 + 0.75 > 1.5, for good
+        busy.release()
+    assert time.monotonic() - started < 0.5  # was: waited the full 3 s
+    assert refused.value.scope == "global"  # was: named the tenant limit
+
+
+def test_every_cap_field_the_caller_set_gets_the_fitted_cap(
+    fake: FakeProvider, records: list[bg.CallRecord]
+) -> None:
+    limit("0.01", fit_output=True, min_output_tokens=100)
+    with bg.spend_limit(tenant="acme"):
+        oai(fake).chat.completions.create(
+            model="gpt-4o", messages=MESSAGES, max_tokens=4_000, max_completion_tokens=None
+        )
+    body = fake.requests[-1].body
+    assert "max_completion_tokens" not in body  # was: both fields, and the 4,000 kept
+    assert body["max_tokens"] == records[-1].output_cap < 4_000
+
+
+def test_a_reasoning_deployment_gets_the_field_and_cap_of_the_model_it_runs(
+    fake: FakeProvider, records: list[bg.CallRecord]
+) -> None:
+    limit(max_output_tokens={"o3": 700, "*": 500})
+    client = bg.instrument(
+        openai.OpenAI(base_url=fake.openai_base_url, api_key="t"), models={"prod-r": "o3"}
+    )
+    with bg.spend_limit(tenant="acme"):
+        client.chat.completions.create(model="prod-r", messages=MESSAGES)
+    body = fake.requests[-1].body
+    assert body["max_completion_tokens"] == 700 and "max_tokens" not in body
+
+
+def test_a_fitted_claude_call_keeps_its_thinking_budget_below_the_cap(
+    fake: FakeProvider, records: list[bg.CallRecord]
+) -> None:
+    limit("0.05", fit_output=True, min_output_tokens=100)
+    claude = bg.instrument(
+        anthropic.Anthropic(base_url=fake.anthropic_base_url, api_key="t", max_retries=0)
+    )
+    with bg.spend_limit(tenant="acme"):
+        claude.messages.create(
+            model="claude-sonnet-4-5",
+            max_tokens=16_000,
+            thinking={"type": "enabled", "budget_tokens": 4_000},
+            messages=MESSAGES,
+        )
+    body = fake.requests[-1].body
+    assert records[-1].outcome == "fitted"
+    assert 1_024 <= body["thinking"]["budget_tokens"] < body["max_tokens"] < 16_000
+
+
+def test_a_cap_below_what_the_api_takes_is_raised_to_its_floor(
+    fake: FakeProvider, records: list[bg.CallRecord]
+) -> None:
+    limit(max_output_tokens=5)
+    with bg.spend_limit(tenant="acme"):
+        oai(fake).responses.create(model="gpt-4o", input="hi")
+    assert fake.requests[-1].body["max_output_tokens"] == 16  # Responses refuses < 16
+
+
+def test_waits_stay_bounded_when_redis_does_not_answer() -> None:
+    import socket
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # accepts, never answers
+    port = silent.getsockname()[1]
+    store = RedisStore(f"redis://127.0.0.1:{port}/0", fail="open")
+    try:
+        counter = bg.Limit(scope="global", usd=1, window="day")
+        from budgetguard._core.plan import plan_counters
+
+        (planned,) = plan_counters(bg.Policy(limits=[counter]), (), _nobody(), None)
+        started = time.monotonic()
+        for _ in range(3):
+            store.wait_freed(planned, 0.2)
+        assert time.monotonic() - started < 1.5  # was: 2 s per wait, serialised
+    finally:
+        silent.close()
+
+
+def _nobody() -> Any:
+    from budgetguard._core.attribution import Attribution
+
+    return Attribution(None, None, None, {})
+
+
+def test_scripts_work_for_a_redis_user_without_channel_rights(
+    redis_client: Any, redis_url: str, caplog: Any
+) -> None:
+    redis_client.execute_command(
+        "ACL", "SETUSER", "bg-nochan", "on", ">secret", "~*", "+@all", "resetchannels"
+    )
+    host_port = redis_url.split("//", 1)[1].split("/", 1)[0]
+    store = RedisStore(f"redis://bg-nochan:secret@{host_port}/15", prefix="acl")
+    try:
+        bg.configure(
+            store=store,
+            policy=bg.Policy(limits=[bg.Limit(scope="global", usd=1, window="day")], lease_s=0.2),
+        )
+        admit_cost(1_000).settle_nanos(500)  # was: the settle script failed on PUBLISH
+        admit_cost(1_000).release()
+        (counter,) = admit_cost(1).counters
+        store.reserve("crashed", (counter,), 1_000, 0.1)  # nobody renews or settles it
+        time.sleep(0.2)
+        admit_cost(1_000).settle_nanos(1)  # was: its reserve's sweep raised ResponseError
+        assert bg.status("global").spent == Decimal("0.000000501")
+        assert bg.status("global").held == Decimal("0.000000001")  # the admit_cost(1) above
+        assert "did not take" not in caplog.text and "failed" not in caplog.text
+    finally:
+        store.client.flushdb()
+        store.close()
+        redis_client.execute_command("ACL", "DELUSER", "bg-nochan")

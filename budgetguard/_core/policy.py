@@ -236,13 +236,16 @@ class Policy(BaseModel):
             )
         return self
 
-    def output_cap(self, model: str | None) -> int | None:
-        """The output cap to send with a call to ``model`` that sets none (None: none)."""
+    def output_cap(self, *models: str | None) -> int | None:
+        """The output cap to send with a call that sets none (None: none), for the first
+        of ``models`` the policy names (the model priced, then the name sent), else
+        ``"*"``."""
         caps = self.max_output_tokens
         if caps is None or isinstance(caps, int):
             return caps
-        if model is not None and model in caps:
-            return caps[model]
+        for model in models:
+            if model is not None and model in caps:
+                return caps[model]
         return caps.get("*")
 
     @field_validator("block_timeout")

@@ -42,6 +42,10 @@ class LLMRequest:
     aliases: Mapping[str, str] | None = None
     choices: int = 1
     cache_write: Literal["5m", "1h"] | None = None
+    output_floor: int = 1
+    """The smallest output cap the API takes for this request (Responses: 16; Claude
+    with extended thinking: its minimum thinking budget + 1): a cap budgetguard sends
+    is never lower."""
 
     def priced_as(self, model: str) -> str:
         """The model whose prices ``model`` (a name the API takes) is charged at."""

@@ -10,7 +10,7 @@ from decimal import Decimal
 from .._core.attribution import Attribution, Frame
 from .._core.counters import Counter, Reservation
 from .._core.errors import UnknownModel, describe_error
-from .._core.money import check_nanos, nanos_to_usd
+from .._core.money import check_nanos, format_usd, nanos_to_usd
 from .._core.records import CallRecord, LLMRequest, Outcome
 from .._core.usage import PriceContext, Usage
 from ..pricing.rates import ModelRates
@@ -139,12 +139,12 @@ class Admission:
         if self.estimate and nanos > self.estimate:
             warn_once(
                 ("overrun", self.provider, self.used_model),
-                "budgetguard: a %s call was billed $%s, above the $%s reserved for it: the "
+                "budgetguard: a %s call was billed %s, above the %s reserved for it: the "
                 "provider billed past the output cap, or the input estimate fell short "
                 "(counted as overrun in status; logged once per provider and model)",
                 self.used_model,
-                nanos_to_usd(nanos),
-                nanos_to_usd(self.estimate),
+                format_usd(nanos),
+                format_usd(self.estimate),
             )
         return True
 
@@ -212,11 +212,12 @@ class Admission:
             else:
                 if upkeep.untrack(reservation.id):
                     log.warning(
-                        "budgetguard: call %s settled after its lease had run out ($%s)",
+                        "budgetguard: call %s settled after its lease had run out (%s)",
                         reservation.id,
-                        nanos_to_usd(nanos),
+                        format_usd(nanos),
                     )
-                yield from unapplied.flush(settings.store, settings.async_store)
+                if unapplied:
+                    yield from unapplied.flush(settings.store, settings.async_store)
         # Recorded once the store has it: a listener reading the counter sees this call.
         if unpriced is not None:
             self._record("unpriced", unpriced)

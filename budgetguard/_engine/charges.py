@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from .._core.errors import ConfigurationError, UnknownModel, UsageError
-from .._core.money import check_nanos, nanos_to_usd
+from .._core.money import check_nanos, format_usd
 from .._core.usage import Usage
 from ..providers.fields import get, has, model_of
 from ..providers.registry import usage_from_response
@@ -66,12 +66,12 @@ def unpriced(admission: Admission, where: str, model: str | None, reason: str) -
     model = model or admission.model
     warn_once(
         ("unpriced", where, model, reason.split(":", 1)[0]),
-        "budgetguard: %s (%s): %s; charging its reservation ($%s) instead "
+        "budgetguard: %s (%s): %s; charging its reservation (%s) instead "
         "(recorded as outcome='unpriced'; logged once per endpoint, model and cause)",
         where,
         model,
         reason,
-        admission.estimate_usd,
+        format_usd(admission.estimate),
     )
     return Charge(admission.estimate, None, model, reason)
 
@@ -120,12 +120,12 @@ def worst_case_of(admission: Admission, where: str, reason: str) -> Charge:
         return Charge(0, None, model, reason)
     warn_once(
         ("unpriced", where, model, reason.split(":", 1)[0]),
-        "budgetguard: %s (%s): %s; charging the most such a call can cost ($%s) "
+        "budgetguard: %s (%s): %s; charging the most such a call can cost (%s) "
         "(recorded as outcome='unpriced'; logged once per endpoint, model and cause)",
         where,
         model,
         reason,
-        nanos_to_usd(nanos),
+        format_usd(nanos),
     )
     return Charge(nanos, None, model, reason)
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from .._core.errors import ConfigurationError
 from .._core.records import Estimate, LLMRequest
+from ..pricing.calibration import family_of
 from ..pricing.output_limits import DEFAULT_MAX_OUTPUT_TOKENS
 from ..pricing.rates import ModelRates
 from ..pricing.tokens import estimate_input
@@ -63,6 +64,13 @@ def estimate_of(
         writes = tokens
         if request.cache_write == "1h":
             writes_1h = tokens
+    known: int | None = writes
+    if not writes_on_marks_only(rates.model):
+        # OpenAI (and others) cache on their own, and a few bill the write: what the
+        # request marks says nothing, so any input token may be billed as a write.
+        known = None
+        dearer = (rates.cache_write_rate, rates.cache_write_1h_rate) != (None, None)
+        writes = writes_1h = tokens if dearer else 0
     output = (
         cap
         if cap is not None
@@ -71,8 +79,8 @@ def estimate_of(
     nanos = rates.worst_case(
         tokens,
         output * request.choices,
-        cache_write_tokens=writes,
-        cache_write_1h_tokens=writes_1h,
+        cache_write_tokens=known,
+        cache_write_1h_tokens=writes_1h if known is not None else 0,
     )
     return Estimate(
         model=model,
@@ -86,6 +94,12 @@ def estimate_of(
         tier=rates.tier_for(tokens),
         price_context=request.price_context,
     )
+
+
+def writes_on_marks_only(model: str) -> bool:
+    """Claude writes to its prompt cache only what a request marks (``cache_control``),
+    wherever it is served (Anthropic, Bedrock, Vertex, OpenRouter)."""
+    return family_of(model) == "claude"
 
 
 def worst_case(
@@ -108,32 +122,28 @@ def estimate(request: LLMRequest) -> Estimate:
             f"request: expected a budgetguard.LLMRequest, got {type(request).__name__}"
         )
     settings = current()
-    cap = settings.policy.output_cap(request.model) if request.max_tokens is None else None
+    cap = None
+    if request.max_tokens is None:
+        cap = settings.policy.output_cap(request.priced_as(request.model), request.model)
+        cap = None if cap is None else max(cap, request.output_floor)
     return estimate_of(settings, request, request.model, output_cap=cap)
 
 
 def is_large(request: LLMRequest) -> bool:
-    """Whether counting ``request``'s prompt is worth a worker thread in async code."""
-    size = len(request.system) if isinstance(request.system, str) else 0
-    prompt = request.prompt
-    if isinstance(prompt, str):
-        size += len(prompt)
-    elif prompt is not None:
-        size += sum(len(text) for text in prompt if isinstance(text, str))
-    for message in request.messages or ():
-        size += _size(message.get("content") if isinstance(message, Mapping) else None)
-        if size > LARGE_PROMPT_CHARS:
-            return True
-    return size > LARGE_PROMPT_CHARS
-
-
-def _size(content: Any) -> int:
-    if isinstance(content, str):
-        return len(content)
-    if isinstance(content, list):
-        return sum(
-            len(part["text"])
-            for part in content
-            if isinstance(part, Mapping) and isinstance(part.get("text"), str)
-        )
-    return 0
+    """Whether counting ``request``'s prompt is worth a worker thread in async code:
+    more than ``LARGE_PROMPT_CHARS`` of text anywhere in it (system blocks, tool
+    results, nested parts), found with an early exit."""
+    left = LARGE_PROMPT_CHARS
+    stack: list[Any] = [request.system, request.prompt, request.messages, request.tools]
+    while stack:
+        value = stack.pop()
+        kind = type(value)
+        if kind is str or kind is bytes:
+            left -= len(value)
+            if left < 0:
+                return True
+        elif kind is dict or isinstance(value, Mapping):
+            stack.extend(value.values())
+        elif kind is list or kind is tuple:
+            stack.extend(value)
+    return False

@@ -63,29 +63,31 @@ class AdmissionState:
     """The output cap to send in place of the request's (the policy's, or fitted)."""
     fitted: int | None = None
 
-    def prepare(self) -> Flow[core.CapDenial | None]:
-        """Estimate the current model and plan its counters; a cap breach needs no store.
-        A large prompt is counted through ``Compute``: off the event loop in async code."""
+    def estimate_flow(self) -> Flow[None]:
+        """Estimate the request at the current model and output cap. The prompt is
+        counted through ``Compute``: a large one off the event loop in async code."""
+        settings, request, model = self.settings, self.request, self.model
+        assert request is not None and model is not None
+        self.rates = rates = rates_for(settings, request, model)
+        cap = self.fitted
+        if cap is None and request.max_tokens is None:
+            cap = settings.policy.output_cap(request.priced_as(model), model)
+            if cap is not None:
+                cap = max(cap, request.output_floor)
+        self.output_cap = cap
+
+        def count() -> Estimate:
+            return estimate_of(settings, request, model, rates, cap)
+
+        self.estimate = yield Compute(count, lambda: is_large(request))
+        self.amount = self.estimate.nanos
+
+    def prepare(self) -> core.CapDenial | None:
+        """Plan the counters of the amount just estimated (or given); a cap breach needs
+        no store."""
         settings = self.settings
         if self.fixed_cost is not None:
             self.amount = self.fixed_cost
-        else:
-            request, model = self.request, self.model
-            assert request is not None and model is not None
-            self.rates = rates = rates_for(settings, request, model)
-            cap = self.fitted
-            if cap is None and request.max_tokens is None:
-                cap = settings.policy.output_cap(model)
-            self.output_cap = cap
-
-            def count() -> Estimate:
-                return estimate_of(settings, request, model, rates, cap)
-
-            if is_large(request):
-                self.estimate = yield Compute(count)
-            else:
-                self.estimate = count()
-            self.amount = self.estimate.nanos
         self.counters, limit = _plan(settings.policy, self.frames, self.who, self.model)
         self.reservation_id = new_id()
         if limit is not None and self.amount > limit:
@@ -136,7 +138,10 @@ class AdmissionState:
             cache_write_1h_tokens=estimate.cache_write_1h_tokens,
             choices=estimate.choices,
         )
-        if self.settings.policy.min_output_tokens <= tokens < estimate.output_tokens:
+        floor = self.settings.policy.min_output_tokens
+        if self.request is not None:
+            floor = max(floor, self.request.output_floor)
+        if floor <= tokens < estimate.output_tokens:
             return tokens
         return None
 
@@ -194,7 +199,9 @@ def admission_flow(state: AdmissionState) -> Flow[Admission]:
     if unapplied:  # settles kept during an outage land before anything new is reserved
         yield from unapplied.flush(settings.store, settings.async_store)
     while True:
-        outcome: Reservation | Denial | core.CapDenial | None = yield from state.prepare()
+        if state.fixed_cost is None:
+            yield from state.estimate_flow()
+        outcome: Reservation | Denial | core.CapDenial | None = state.prepare()
         if outcome is None and state.counters:
             outcome = yield Reserve(state.reservation_id, state.counters, state.amount, lease)
         if outcome is None or isinstance(outcome, Reservation):

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 
 from .._core.counters import Reservation
 from .._core.errors import StoreUnavailable, describe_error
-from .._core.money import nanos_to_usd
+from .._core.money import format_usd
 from ..stores.base import AsyncStore, Store
 from ..stores.drive import Flow, Settle
 
@@ -97,10 +97,10 @@ class UnappliedSettles:
 
     def keep(self, owed: OwedSettle, error: BaseException) -> None:
         log.error(
-            "budgetguard: the store did not take the settle of %s ($%s): %s; kept, "
+            "budgetguard: the store did not take the settle of %s (%s): %s; kept, "
             "re-sent until it does",
             owed.reservation.id,
-            nanos_to_usd(owed.nanos),
+            format_usd(owed.nanos),
             describe_error(error),
         )
         with self._lock:
@@ -114,10 +114,10 @@ class UnappliedSettles:
         nanos = sum(item.nanos for item in items)
         self.lost_nanos += nanos
         log.error(
-            "budgetguard: %s; %d settles ($%s) were given up and are not in the store's spend",
+            "budgetguard: %s; %d settles (%s) were given up and are not in the store's spend",
             why,
             len(items),
-            nanos_to_usd(nanos),
+            format_usd(nanos),
         )
 
     def take(self, store: Store | None, async_store: AsyncStore | None) -> list[OwedSettle]:
@@ -224,13 +224,13 @@ class Upkeep:
                 loop = asyncio.get_running_loop()
             except RuntimeError:
                 return  # an async-only store and no loop: nothing could renew it
-        live = _Live(reservation, lease_s, store, async_store, loop)
-        live.renew_at = time.monotonic() + lease_s / 2
-        with self._wake:
-            self._live[reservation.id] = live
-            if live.renew_at < self._next:
-                self._next = live.renew_at
-                self._start_or_wake()
+        live = _Live(reservation, lease_s, store, async_store, loop, time.monotonic() + lease_s / 2)
+        self._live[reservation.id] = live  # atomic; the thread copies the dict to read it
+        if live.renew_at < self._next:  # sooner than the thread will wake: tell it
+            with self._wake:
+                if live.renew_at < self._next:
+                    self._next = live.renew_at
+                    self._start_or_wake()
 
     def untrack(self, reservation_id: str) -> bool:
         """Stop renewing; True if the lease had run out while the call was in flight."""
@@ -261,13 +261,13 @@ class Upkeep:
                 if delay > 0:
                     self._wake.wait(min(delay, 3600.0))
                 now = time.monotonic()
-                due = [live for live in self._live.values() if live.renew_at <= now]
+                due = [live for live in list(self._live.values()) if live.renew_at <= now]
             for live in due:
                 self._renew(live)
             if unapplied:
                 unapplied.flush_now(time.monotonic() + self.RETRY_S)
             with self._wake:
-                pending = [live.renew_at for live in self._live.values()]
+                pending = [live.renew_at for live in list(self._live.values())]
                 if unapplied:
                     pending.append(time.monotonic() + self.RETRY_S)
                 self._next = min(pending, default=float("inf"))

@@ -130,6 +130,18 @@ class AnthropicStreamTracker(StreamTracker):
         return anthropic_usage(merged, "message_delta.usage")
 
 
+_MIN_THINKING = 1024
+"""Anthropic's smallest extended-thinking budget."""
+
+
+def _thinking_budget(kwargs: Mapping[str, Any]) -> int | None:
+    thinking = kwargs.get("thinking")
+    if isinstance(thinking, Mapping) and thinking.get("type") == "enabled":
+        budget = thinking.get("budget_tokens")
+        return budget if isinstance(budget, int) else None
+    return None
+
+
 def _cache_ttl(cache_control: object) -> Literal["5m", "1h"] | None:
     """The request-wide ``cache_control`` (automatic caching of the whole prompt):
     ``"1h"`` or ``"5m"``, None when absent."""
@@ -160,10 +172,14 @@ class AnthropicMessages:
             max_tokens=int_arg(kwargs, "max_tokens"),
             price_context=(("speed", "fast"),) if kwargs.get("speed") == "fast" else (),
             cache_write=_cache_ttl(kwargs.get("cache_control")),
+            output_floor=_MIN_THINKING + 1 if _thinking_budget(kwargs) is not None else 1,
         )
 
-    def cap_output(self, kwargs: dict[str, Any], tokens: int) -> None:
+    def cap_output(self, kwargs: dict[str, Any], tokens: int, model: str) -> None:
         kwargs["max_tokens"] = tokens
+        budget = _thinking_budget(kwargs)
+        if budget is not None and budget >= tokens:  # the API wants budget < max_tokens
+            kwargs["thinking"] = {**kwargs["thinking"], "budget_tokens": max(1, tokens - 1)}
 
     def recognizes(self, response: object) -> bool:
         usage = get(response, "usage")

@@ -74,9 +74,10 @@ class Adapter(Protocol):
         """The call's request, as the keyword arguments say (raises naming a bad one)."""
         ...
 
-    def cap_output(self, kwargs: dict[str, Any], tokens: int) -> None:
+    def cap_output(self, kwargs: dict[str, Any], tokens: int, model: str) -> None:
         """Send ``tokens`` as the call's output cap, in the SDK's own field (the policy's
-        ``max_output_tokens``, or a cap lowered to fit the budget)."""
+        ``max_output_tokens``, or a cap lowered to fit the budget). ``model``: the model
+        it is priced as (a deployment's), for fields that depend on it."""
         ...
 
     def recognizes(self, response: object) -> bool:

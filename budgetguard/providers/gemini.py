@@ -266,7 +266,7 @@ class GeminiGenerate:
             choices=count_arg(config.get("candidate_count")),
         )
 
-    def cap_output(self, kwargs: dict[str, Any], tokens: int) -> None:
+    def cap_output(self, kwargs: dict[str, Any], tokens: int, model: str) -> None:
         config = kwargs.get("config")
         if config is None:
             kwargs["config"] = {"max_output_tokens": tokens}
@@ -310,7 +310,7 @@ class GeminiEmbed:
             max_tokens=0,
         )
 
-    def cap_output(self, kwargs: dict[str, Any], tokens: int) -> None:
+    def cap_output(self, kwargs: dict[str, Any], tokens: int, model: str) -> None:
         """Embeddings write no output: nothing to cap."""
 
     def recognizes(self, response: object) -> bool:

@@ -97,6 +97,7 @@ def request_context(kwargs: Mapping[str, Any]) -> PriceContext:
 
 
 _REASONING = ("o1", "o3", "o4", "gpt-5")
+_CAP_FIELDS = ("max_completion_tokens", "max_tokens")
 
 
 def _reasoning(model: object) -> bool:
@@ -124,15 +125,17 @@ class OpenAIChat:
             choices=count_arg(kwargs.get("n")),
         )
 
-    def cap_output(self, kwargs: dict[str, Any], tokens: int) -> None:
-        # The field the caller used; else max_tokens, which every compatible server
-        # takes, except for OpenAI's reasoning models, which only take the newer one.
-        if "max_completion_tokens" in kwargs or (
-            "max_tokens" not in kwargs and _reasoning(kwargs.get("model"))
-        ):
-            kwargs["max_completion_tokens"] = tokens
-        else:
-            kwargs["max_tokens"] = tokens
+    def cap_output(self, kwargs: dict[str, Any], tokens: int, model: str) -> None:
+        # Every cap field the caller set gets the cap (a server reading either bills no
+        # more than was held); a field given as None / NOT_GIVEN is dropped, never sent
+        # beside the other. None set: max_tokens, which every compatible server takes,
+        # except OpenAI's reasoning models, which only take max_completion_tokens.
+        given = [name for name in _CAP_FIELDS if int_arg(kwargs, name) is not None]
+        for name in _CAP_FIELDS:
+            if name in kwargs and name not in given:
+                del kwargs[name]
+        for name in given or [_CAP_FIELDS[0] if _reasoning(model) else _CAP_FIELDS[1]]:
+            kwargs[name] = tokens
 
     def recognizes(self, response: object) -> bool:
         usage = get(response, "usage")

@@ -48,7 +48,7 @@ class OpenAIEmbeddings:
             max_tokens=0,
         )
 
-    def cap_output(self, kwargs: dict[str, Any], tokens: int) -> None:
+    def cap_output(self, kwargs: dict[str, Any], tokens: int, model: str) -> None:
         """Embeddings write no output: nothing to cap."""
 
     def recognizes(self, response: object) -> bool:

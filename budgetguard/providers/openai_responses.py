@@ -93,9 +93,10 @@ class OpenAIResponses:
             tools=items_arg(kwargs, "tools"),
             max_tokens=int_arg(kwargs, "max_output_tokens"),
             price_context=request_context(kwargs),
+            output_floor=16,  # the API refuses a smaller max_output_tokens
         )
 
-    def cap_output(self, kwargs: dict[str, Any], tokens: int) -> None:
+    def cap_output(self, kwargs: dict[str, Any], tokens: int, model: str) -> None:
         kwargs["max_output_tokens"] = tokens
 
     def recognizes(self, response: object) -> bool:

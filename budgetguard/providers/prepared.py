@@ -62,7 +62,8 @@ class PreparedCall:
         if admission.model is not None and admission.model != self.request.model:
             kwargs["model"] = admission.model
         if admission.output_cap is not None:
-            self.adapter.cap_output(kwargs, admission.output_cap)
+            model = admission.model or self.request.model
+            self.adapter.cap_output(kwargs, admission.output_cap, self.request.priced_as(model))
 
     def admit(self, settings: Settings) -> Flow[Admission]:
         return admit_flow(settings, self.request)

@@ -81,10 +81,12 @@ class Sleep:
 
 @dataclass(frozen=True, slots=True)
 class Compute:
-    """CPU-bound work (counting a large prompt's tokens): ``run`` calls it in
-    place, ``arun`` in a worker thread, so it never stalls an event loop."""
+    """CPU-bound work (counting a prompt's tokens): ``run`` calls it in place, ``arun``
+    in a worker thread, so it never stalls an event loop - or in place too when
+    ``offload`` says the work is too small to be worth a thread."""
 
     fn: Callable[[], Any]
+    offload: Callable[[], bool] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,7 +191,10 @@ async def arun(flow: Flow[T], store: AsyncStore | None) -> T:
                     await asyncio.sleep(op.seconds)
                 reply = None
             elif type(op) is Compute:
-                reply = await asyncio.to_thread(op.fn)
+                if op.offload is None or op.offload():
+                    reply = await asyncio.to_thread(op.fn)
+                else:
+                    reply = op.fn()
             else:
                 assert type(op) is Invoke
                 reply = op.fn()

@@ -132,12 +132,15 @@ class MemoryStore:
     def _check(
         self, counters: tuple[Counter, ...], amount: int, now: float
     ) -> Denial | tuple[list[tuple[Counter, int]], list[tuple[str, int]], list[_Bucket | None]]:
-        """The first counter that cannot take ``amount``, else each counter's bucket."""
+        """The first counter that cannot take ``amount`` (one that never could, even with
+        nothing held, before one refused only by holds in flight), else each counter's
+        bucket."""
         buckets = self._buckets
         span = self._spans.span
         pinned: list[tuple[Counter, int]] = []
         keys: list[tuple[str, int]] = []
         found: list[_Bucket | None] = []
+        contended: Denial | None = None
         for counter in counters:
             start, end = span(counter.window, now, counter.tz)
             key = (counter.key, start)
@@ -146,11 +149,14 @@ class MemoryStore:
                 if amount > counter.limit:
                     return Denial(counter, 0, 0, amount, end, now)
             elif bucket.spent + bucket.held + amount > counter.limit:
-                return Denial(counter, bucket.spent, bucket.held, amount, end, now)
+                denial = Denial(counter, bucket.spent, bucket.held, amount, end, now)
+                if bucket.spent + amount > counter.limit:
+                    return denial
+                contended = contended or denial
             pinned.append((counter, start))
             keys.append(key)
             found.append(bucket)
-        return pinned, keys, found
+        return contended if contended is not None else (pinned, keys, found)
 
     def settle(self, reservation: Reservation, actual: int) -> bool:
         check_nanos(actual, field="actual")

@@ -7,9 +7,7 @@ logic and docs/redis.md for the data model, cluster and failure behaviour.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import time
 from typing import Any, Unpack
 
 import redis
@@ -95,9 +93,7 @@ class RedisStore(RedisStoreBase):
     def wait_freed(self, counter: Counter, timeout: float) -> bool:
         """Wait until a hold on ``counter``'s tag is settled, released or expires (True,
         told by pub/sub), or ``timeout`` seconds pass (False)."""
-        if not self._freed.ensure():
-            time.sleep(timeout)
-            return False
+        self._freed.ensure()  # subscribes in the background the first time
         return self._wakeups.wait(self.freed_channel(counter.tag), timeout)
 
     # -- Store -------------------------------------------------------------------
@@ -209,9 +205,7 @@ class AsyncRedisStore(RedisStoreBase):
 
     async def await_freed(self, counter: Counter, timeout: float) -> bool:
         """As ``RedisStore.wait_freed``, for a task."""
-        if not await self._freed.ensure():
-            await asyncio.sleep(timeout)
-            return False
+        await self._freed.ensure()
         return await self._wakeups.await_(self.freed_channel(counter.tag), timeout)
 
     # -- AsyncStore ----------------------------------------------------------------

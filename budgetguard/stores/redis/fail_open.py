@@ -20,7 +20,7 @@ from typing import Any
 
 from ..._core.counters import Counter, Denial, Reservation, ReserveOutcome
 from ..._core.errors import ConfigurationError, StoreUnavailable
-from ..._core.money import nanos_to_usd
+from ..._core.money import format_usd
 from ..._core.windows import SpanCache
 from ..memory import MemoryStore
 
@@ -121,10 +121,10 @@ class FailOpen:
                 raise
         if items:
             log.warning(
-                "budgetguard: Redis answers again; %d calls ($%s) spent locally during the "
+                "budgetguard: Redis answers again; %d calls (%s) spent locally during the "
                 "outage are now counted in Redis",
                 len(items),
-                nanos_to_usd(sum(actual for _, actual in items)),
+                format_usd(sum(actual for _, actual in items)),
             )
         with self._lock:
             if not self._outstanding and not self._unreconciled:

@@ -5,8 +5,9 @@ The settle, release and sweep scripts publish on ``<prefix>:{<tag>}:freed``
 registers with ``Wakeups`` under its counter's channel; one subscriber per store
 (a thread for ``RedisStore``, a task per event loop for ``AsyncRedisStore``)
 pattern-subscribes to every tag's channel and wakes the waiters of the channel a
-message names. Waits are bounded, so a lost message (a reconnect, a cluster
-client without pub/sub) only costs a delay.
+message names. Waits are bounded, and nobody waits for the subscription itself:
+a lost message (a reconnect, Redis not answering, an ACL user without channel
+rights) only costs a delay.
 """
 
 from __future__ import annotations
@@ -40,7 +41,12 @@ def _channel(message: Any) -> str | None:
 
 
 class FreedListener:
-    """A daemon thread subscribed for a sync client; started by the first wait."""
+    """A daemon thread subscribed for a sync client. The first wait starts it in the
+    background and never waits for it: until it is subscribed (or while Redis does not
+    answer) waits just run to their timeout."""
+
+    RETRY_S = 5.0
+    """After a failed subscription, how long before the next wait tries again."""
 
     def __init__(self, client: Any, pattern: str, wakeups: Wakeups) -> None:
         self._client = client
@@ -48,28 +54,38 @@ class FreedListener:
         self._wakeups = wakeups
         self._lock = threading.Lock()
         self._thread: Any = None
+        self._starting = False
+        self._failed_at = float("-inf")
         self._pid = 0
 
     def ensure(self) -> bool:
-        """Subscribed (True), or not possible with this client (False: waits just time out)."""
-        if self._thread is not None and self._pid == os.getpid() and self._thread.is_alive():
+        """Subscribed (True); else start subscribing in the background (False)."""
+        thread = self._thread
+        if thread is not None and self._pid == os.getpid() and thread.is_alive():
             return True
         with self._lock:
-            if self._thread is not None and self._pid == os.getpid() and self._thread.is_alive():
-                return True
-            try:
-                pubsub = self._client.pubsub(ignore_subscribe_messages=True)
-                pubsub.psubscribe(**{self._pattern: self._on_message})
-                self._thread = pubsub.run_in_thread(
-                    sleep_time=1.0, daemon=True, exception_handler=self._on_error
-                )
-                self._thread.name = "budgetguard-freed"
-            except Exception as error:
-                log.debug("budgetguard: no pub/sub wake-ups (%r); waits poll", error)
-                self._thread = None
+            if self._starting or time.monotonic() - self._failed_at < self.RETRY_S:
                 return False
-            self._pid = os.getpid()
-            return True
+            self._starting = True
+        threading.Thread(target=self._start, name="budgetguard-freed-start", daemon=True).start()
+        return False
+
+    def _start(self) -> None:
+        try:
+            pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+            pubsub.psubscribe(**{self._pattern: self._on_message})
+            thread = pubsub.run_in_thread(
+                sleep_time=1.0, daemon=True, exception_handler=self._on_error
+            )
+            thread.name = "budgetguard-freed"
+        except Exception as error:
+            log.debug("budgetguard: no pub/sub wake-ups yet (%r); waits poll", error)
+            with self._lock:
+                self._failed_at = time.monotonic()
+                self._starting = False
+            return
+        with self._lock:
+            self._thread, self._pid, self._starting = thread, os.getpid(), False
 
     def _on_message(self, message: Any) -> None:
         channel = _channel(message)
@@ -98,31 +114,24 @@ class AsyncFreedListener:
         self._tasks: dict[asyncio.AbstractEventLoop, asyncio.Task[None]] = {}
 
     async def ensure(self) -> bool:
+        """Subscribed, or subscribing, on this loop (True); never waits for it."""
         loop = asyncio.get_running_loop()
         task = self._tasks.get(loop)
         if task is not None and not task.done():
             return True
         if not callable(getattr(self._client, "pubsub", None)):
-            return False  # redis.asyncio's cluster client has no pub/sub: waits poll
-        for old in [key for key in self._tasks if key.is_closed()]:
-            del self._tasks[old]
-        subscribed = loop.create_future()
-        self._tasks[loop] = loop.create_task(self._listen(subscribed), name="budgetguard-freed")
-        try:
-            await asyncio.wait_for(asyncio.shield(subscribed), 2.0)
-        except Exception as error:
-            log.debug("budgetguard: no pub/sub wake-ups (%r); waits poll", error)
             return False
+        for old in [key for key in self._tasks if key.is_closed() or self._tasks[key].done()]:
+            del self._tasks[old]
+        self._tasks[loop] = loop.create_task(self._listen(), name="budgetguard-freed")
         return True
 
-    async def _listen(self, subscribed: asyncio.Future[None]) -> None:
+    async def _listen(self) -> None:
         while True:
             try:
                 pubsub = self._client.pubsub(ignore_subscribe_messages=True)
                 try:
                     await pubsub.psubscribe(self._pattern)
-                    if not subscribed.done():
-                        subscribed.set_result(None)
                     while True:
                         message = await pubsub.get_message(timeout=1.0)
                         channel = _channel(message) if message else None
@@ -134,11 +143,8 @@ class AsyncFreedListener:
             except asyncio.CancelledError:
                 raise
             except Exception as error:
-                if not subscribed.done():
-                    subscribed.set_exception(error)
-                    return
-                log.debug("budgetguard: freed-channel subscriber: %r; reconnecting", error)
-                await asyncio.sleep(0.5)
+                log.debug("budgetguard: freed-channel subscriber: %r; retrying", error)
+                await asyncio.sleep(FreedListener.RETRY_S)
 
     async def aclose(self) -> None:
         loop = asyncio.get_running_loop()

@@ -52,7 +52,9 @@ end
 -- Calls waiting for budget on this tag (a contention wait, "block") subscribe to
 -- "<tag prefix>:freed": a settle, a release or an expired lease wakes them.
 local function freed(tag_prefix)
-  redis.call('PUBLISH', tag_prefix .. ':freed', '1')
+  -- pcall: a Redis ACL user without channel rights must not fail the script
+  -- (its writes so far would stand); waiters then just poll.
+  redis.pcall('PUBLISH', tag_prefix .. ':freed', '1')
 end
 
 local function bury(record, state, tomb_ms)

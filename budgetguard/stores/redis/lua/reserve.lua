@@ -47,18 +47,25 @@ local amount = tonumber(ARGV[5])
 local fresh = {}
 local totals = {}
 -- The first counter that cannot take the amount: {index, spent, held}, or nil.
+-- The first counter that cannot take the amount; one that never could, even with
+-- nothing held (spent + amount > limit), before one refused only by holds in
+-- flight: a caller waits for holds to settle only when that can help.
 local function first_denial()
+  local first = nil
   for i = 1, n do
     local v = redis.call('HMGET', KEYS[i + 2], 'spent', 'held')
     local spent, held = v[1] or '0', v[2] or '0'
     local total = tonumber(spent) + tonumber(held) + amount
     if total > tonumber(arg(i, 0)) then
-      return {i, spent, held}
+      if tonumber(spent) + amount > tonumber(arg(i, 0)) then
+        return {i, spent, held}
+      end
+      first = first or {i, spent, held}
     end
     fresh[i] = not (v[1] or v[2])
     totals[i] = string.format('%.0f', total)
   end
-  return nil
+  return first
 end
 
 local denied = first_denial()
