@@ -25,6 +25,7 @@ from ._core.errors import (
     BudgetExceeded,
     ConfigurationError,
     StoreUnavailable,
+    UnboundedInput,
     UnknownModel,
     UsageError,
 )
@@ -87,6 +88,7 @@ __all__ = [
     "Spike",
     "StoreUnavailable",
     "Threshold",
+    "UnboundedInput",
     "UnknownModel",
     "Usage",
     "UsageError",

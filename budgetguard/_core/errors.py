@@ -5,6 +5,9 @@
     │                        requested, retry_after); raised by the "raise" policy, and by
     │                        "downgrade" / "block" when they run out of options
     ├── UnknownModel         a model with no known price and no fallback (never priced $0)
+    ├── UnboundedInput       a call whose input no request field bounds (a server tool
+    │                        with no max_uses, an unseen previous_response_id), refused
+    │                        under Policy(unbounded_input="refuse")
     ├── ConfigurationError   a bad policy, price override, store URL or usage of the API
     │   (also a ValueError)
     └── StoreUnavailable     the budget store cannot be reached and fail="closed"
@@ -24,6 +27,7 @@ __all__ = [
     "BudgetExceeded",
     "ConfigurationError",
     "StoreUnavailable",
+    "UnboundedInput",
     "UnknownModel",
     "UsageError",
 ]
@@ -110,6 +114,23 @@ class UnknownModel(BudgetError, LookupError):
 
     def __reduce__(self) -> tuple[object, ...]:
         return (UnknownModel, (self.model,))
+
+
+class UnboundedInput(BudgetError):
+    """The provider may bill this call input no field of the request bounds, and the
+    policy says to refuse such calls (``Policy(unbounded_input="refuse")``)."""
+
+    def __init__(self, model: str, reasons: tuple[str, ...]) -> None:
+        self.model = model
+        self.reasons = reasons
+        super().__init__(
+            f"{model}: the input of this call has no bound ({'; '.join(reasons)}); "
+            "set max_uses on server tools, or Policy(unbounded_input='allowance') to hold "
+            "Policy.server_tool_tokens for it and charge what is billed"
+        )
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (UnboundedInput, (self.model, self.reasons))
 
 
 class ConfigurationError(BudgetError, ValueError):

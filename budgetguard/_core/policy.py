@@ -195,6 +195,12 @@ class Policy(BaseModel):
     """The smallest output cap ``fit_output`` sends (by default 256, or the smallest
     ``max_output_tokens`` when lower)."""
     contention_wait_s: float = 10.0
+    server_tool_tokens: int = 25_000
+    """Input tokens held per server-side tool use (a web search's results, a fetched
+    page, code output): what the provider bills as input that no request shows."""
+    unbounded_input: Literal["allowance", "refuse"] = "allowance"
+    """A call whose input nothing bounds: hold ``server_tool_tokens`` for it and charge
+    the real bill (an overrun, logged and counted), or refuse it (``UnboundedInput``)."""
 
     @field_validator("max_output_tokens", mode="before")
     @classmethod
@@ -216,6 +222,11 @@ class Policy(BaseModel):
     @classmethod
     def _check_min_output(cls, value: Any) -> int:
         return _tokens(value, "min_output_tokens")
+
+    @field_validator("server_tool_tokens", mode="before")
+    @classmethod
+    def _check_server_tool_tokens(cls, value: Any) -> int:
+        return _tokens(value, "server_tool_tokens")
 
     @field_validator("contention_wait_s")
     @classmethod

@@ -46,6 +46,17 @@ class LLMRequest:
     """The smallest output cap the API takes for this request (Responses: 16; Claude
     with extended thinking: its minimum thinking budget + 1): a cap budgetguard sends
     is never lower."""
+    hidden_input_tokens: int = 0
+    """Input the provider bills that the request does not show: the conversation behind
+    a ``previous_response_id`` the guard saw (its input plus output)."""
+    server_tool_uses: int = 0
+    """How many times server-side tools may run (their ``max_uses``, or ``max_tool_calls``):
+    each result comes back as input, held at ``Policy.server_tool_tokens``."""
+    web_searches: int = 0
+    """How many of those uses are web searches, billed per search on top."""
+    unbounded: tuple[str, ...] = ()
+    """Why the input has no bound (a server tool with no ``max_uses``, an unseen
+    ``previous_response_id``); ``Policy.unbounded_input`` decides."""
 
     def priced_as(self, model: str) -> str:
         """The model whose prices ``model`` (a name the API takes) is charged at."""
@@ -75,6 +86,8 @@ class Estimate:
     cache_write_1h_tokens: int = 0
     tier: int | None = None
     price_context: PriceContext = ()
+    unbounded: tuple[str, ...] = ()
+    """What the hold could not bound (held at the policy's allowance instead)."""
 
     @property
     def usd(self) -> Decimal:
@@ -122,6 +135,11 @@ class CallRecord:
     def overrun(self) -> int:
         """nano-USD billed above what was reserved (0 when the hold covered the bill)."""
         return max(0, self.cost - self.estimate)
+
+    @property
+    def overrun_usd(self) -> Decimal:
+        """``overrun`` in exact ``Decimal`` dollars."""
+        return nanos_to_usd(self.overrun)
 
     @property
     def cost_usd(self) -> Decimal:

@@ -137,14 +137,21 @@ class Admission:
         for frame in self.frames:
             frame.tally.add(nanos)
         if self.estimate and nanos > self.estimate:
+            unbounded = self.request.unbounded if self.request is not None else ()
+            cause = (
+                f"its input had no bound ({'; '.join(unbounded)}) and went past the "
+                "allowance held for it"
+                if unbounded
+                else "the provider billed past the output cap, or the input estimate fell short"
+            )
             warn_once(
-                ("overrun", self.provider, self.used_model),
-                "budgetguard: a %s call was billed %s, above the %s reserved for it: the "
-                "provider billed past the output cap, or the input estimate fell short "
-                "(counted as overrun in status; logged once per provider and model)",
+                ("overrun", self.provider, self.used_model, bool(unbounded)),
+                "budgetguard: a %s call was billed %s, above the %s reserved for it: %s "
+                "(counted as overrun in status; logged once per provider, model and cause)",
                 self.used_model,
                 format_usd(nanos),
                 format_usd(self.estimate),
+                cause,
             )
         return True
 

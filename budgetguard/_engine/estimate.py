@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .._core.errors import ConfigurationError
+from .._core.errors import ConfigurationError, UnboundedInput
 from .._core.records import Estimate, LLMRequest
 from ..pricing.calibration import family_of
 from ..pricing.output_limits import DEFAULT_MAX_OUTPUT_TOKENS
@@ -58,7 +58,14 @@ def estimate_of(
         tools=request.tools,
         rates=rates,
     )
-    tokens = counted.tokens
+    policy = settings.policy
+    unbounded = request.unbounded
+    if unbounded and policy.unbounded_input == "refuse":
+        raise UnboundedInput(model, unbounded)
+    hidden = request.hidden_input_tokens + policy.server_tool_tokens * (
+        request.server_tool_uses + len(unbounded)
+    )
+    tokens = counted.tokens + hidden
     writes, writes_1h = counted.cache_write_tokens, counted.cache_write_1h_tokens
     if request.cache_write is not None:  # the whole prompt may be written to the cache
         writes = tokens
@@ -81,7 +88,7 @@ def estimate_of(
         output * request.choices,
         cache_write_tokens=known,
         cache_write_1h_tokens=writes_1h if known is not None else 0,
-    )
+    ) + rates.search_fees(request.web_searches)
     return Estimate(
         model=model,
         provider=rates.provider,
@@ -93,6 +100,7 @@ def estimate_of(
         cache_write_1h_tokens=writes_1h,
         tier=rates.tier_for(tokens),
         price_context=request.price_context,
+        unbounded=unbounded,
     )
 
 

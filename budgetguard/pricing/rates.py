@@ -195,6 +195,19 @@ class ModelRates:
             )
         return -(-total // PER_MILLION)
 
+    def search_fees(self, searches: int) -> int:
+        """nano-USD the model's web-search fee charges for ``searches`` searches (genai-
+        prices prices them per thousand; 0 where it has no such fee), rounded up."""
+        for key, rate in self.detail_rates:
+            if key == "web_searches" and searches:
+                per_thousand = (
+                    rate
+                    if isinstance(rate, int)
+                    else max([rate.base, *(tier for _, tier in rate.tiers)])
+                )
+                return -(-searches * per_thousand // 1000)
+        return 0
+
     def tier_for(self, input_tokens: int) -> int | None:
         """The input-token count above which the rates for ``input_tokens`` apply
         (None: the base rates, below every tier)."""

@@ -18,6 +18,7 @@ from .._core.records import LLMRequest
 from .._core.usage import PriceContext, Usage, UsageDetails
 from .base import Surface
 from .fields import (
+    ServerTools,
     check_block,
     count,
     get,
@@ -130,6 +131,31 @@ class AnthropicStreamTracker(StreamTracker):
         return anthropic_usage(merged, "message_delta.usage")
 
 
+_SERVER_TOOLS = ("web_search_", "web_fetch_", "code_execution_", "tool_search_tool_")
+"""Tool types Anthropic runs itself: their results come back as billed input."""
+
+
+def server_tools(kwargs: Mapping[str, Any]) -> ServerTools:
+    """Anthropic's server tools (``max_uses`` bounds each; a web search is billed per
+    search) and MCP servers (never bounded)."""
+    uses = searches = 0
+    unbounded: list[str] = []
+    for tool in kwargs.get("tools") or ():
+        kind = get(tool, "type")
+        if not isinstance(kind, str) or not kind.startswith(_SERVER_TOOLS):
+            continue
+        limit = get(tool, "max_uses")
+        if isinstance(limit, int) and not isinstance(limit, bool) and limit >= 0:
+            uses += limit
+            searches += limit if kind.startswith("web_search_") else 0
+        else:
+            unbounded.append(f"tool {kind!r} without max_uses")
+            searches += 1 if kind.startswith("web_search_") else 0
+    if kwargs.get("mcp_servers"):
+        unbounded.append("mcp_servers")
+    return ServerTools(uses, searches, tuple(unbounded))
+
+
 _MIN_THINKING = 1024
 """Anthropic's smallest extended-thinking budget."""
 
@@ -173,6 +199,7 @@ class AnthropicMessages:
             price_context=(("speed", "fast"),) if kwargs.get("speed") == "fast" else (),
             cache_write=_cache_ttl(kwargs.get("cache_control")),
             output_floor=_MIN_THINKING + 1 if _thinking_budget(kwargs) is not None else 1,
+            **server_tools(kwargs).request_fields(),
         )
 
     def cap_output(self, kwargs: dict[str, Any], tokens: int, model: str) -> None:

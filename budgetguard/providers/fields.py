@@ -9,14 +9,17 @@ these helpers, so a malformed count fails the same way everywhere: a
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from .._core.errors import ConfigurationError, UsageError
 from .._core.usage import PriceContext, Usage, UsageDetails
 
 __all__ = [
+    "ServerTools",
     "check_block",
     "count",
+    "count_arg",
     "get",
     "has",
     "int_arg",
@@ -102,6 +105,24 @@ def count_arg(value: object) -> int:
     if isinstance(value, int) and not isinstance(value, bool) and value > 1:
         return value
     return 1
+
+
+@dataclass(frozen=True, slots=True)
+class ServerTools:
+    """What a request's server-side tools may bill as input no request shows: ``uses``
+    bounded runs (``max_uses``), ``searches`` of them web searches (a fee each), and why
+    the rest has no bound."""
+
+    uses: int = 0
+    searches: int = 0
+    unbounded: tuple[str, ...] = ()
+
+    def request_fields(self) -> dict[str, Any]:
+        return {
+            "server_tool_uses": self.uses,
+            "web_searches": self.searches,
+            "unbounded": self.unbounded,
+        }
 
 
 def mapping(item: object) -> Mapping[str, Any]:

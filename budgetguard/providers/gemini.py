@@ -29,7 +29,7 @@ from .._core.errors import ConfigurationError
 from .._core.records import LLMRequest
 from .._core.usage import PriceContext, Usage, UsageDetails
 from .base import Surface
-from .fields import check_block, count, count_arg, get, mapping, usage_of
+from .fields import ServerTools, check_block, count, count_arg, get, mapping, usage_of
 from .tracking import StreamTracker
 
 __all__ = ["EMBED", "GENERATE", "GeminiEmbed", "GeminiGenerate", "gemini_usage"]
@@ -126,6 +126,26 @@ def _tools(value: object) -> list[Mapping[str, Any]] | None:
         else:
             tools.append(mapping(tool))
     return tools
+
+
+_SERVER_TOOLS = ("google_search", "google_search_retrieval", "url_context", "code_execution")
+"""Tools Gemini runs itself: their prompts come back as billed input (tool-use tokens)."""
+
+
+def _server_tools(value: object) -> ServerTools:
+    """Gemini's built-in tools have no use limit: unbounded; a grounded answer is billed
+    one search."""
+    found = [
+        name
+        for tool in (value if isinstance(value, list | tuple) else ())
+        if not callable(tool) or hasattr(tool, "model_dump")
+        for name, setting in {_snake(str(k)): v for k, v in mapping(tool).items()}.items()
+        if name in _SERVER_TOOLS and setting is not None
+    ]
+    if not found:
+        return ServerTools()
+    searching = any(name.startswith("google_search") for name in found)
+    return ServerTools(0, 1 if searching else 0, (f"tools {found} (no use limit)",))
 
 
 def request_context(config: Mapping[str, Any]) -> PriceContext:
@@ -264,6 +284,7 @@ class GeminiGenerate:
             max_tokens=max_tokens if isinstance(max_tokens, int) else None,
             price_context=request_context(config),
             choices=count_arg(config.get("candidate_count")),
+            **_server_tools(config.get("tools")).request_fields(),
         )
 
     def cap_output(self, kwargs: dict[str, Any], tokens: int, model: str) -> None:

@@ -10,12 +10,15 @@ carries the usage.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from typing import Any
 
 from .._core.records import LLMRequest
 from .._core.usage import Usage, UsageDetails
 from .base import Surface
 from .fields import (
+    ServerTools,
     check_block,
     count,
     get,
@@ -55,6 +58,56 @@ def openai_responses_usage(response: object, path: str = "response") -> Usage:
     )
 
 
+_BUILT_IN = ("web_search", "file_search", "code_interpreter", "mcp", "image_generation")
+"""Tools OpenAI runs itself: their results come back as billed input."""
+
+_SEEN_LIMIT = 10_000
+_seen: OrderedDict[str, int] = OrderedDict()
+"""Responses the guard saw, by id: the input plus output tokens a later request naming
+one as ``previous_response_id`` is billed again as input (bounded, oldest dropped)."""
+_seen_lock = threading.Lock()
+
+
+def remember(response_id: object, usage: Usage) -> None:
+    if not isinstance(response_id, str) or not response_id:
+        return
+    with _seen_lock:
+        _seen[response_id] = usage.input_tokens + usage.output_tokens
+        _seen.move_to_end(response_id)
+        while len(_seen) > _SEEN_LIMIT:
+            _seen.popitem(last=False)
+
+
+def _hidden_input(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """What the request bills that it does not show: a previous response's conversation,
+    built-in tools' results (bounded by ``max_tool_calls`` when given)."""
+    unbounded: list[str] = []
+    hidden = 0
+    previous = kwargs.get("previous_response_id")
+    if isinstance(previous, str) and previous:
+        with _seen_lock:
+            seen = _seen.get(previous)
+        if seen is None:
+            unbounded.append(f"previous_response_id {previous!r} was not seen by this process")
+        else:
+            hidden = seen
+    if kwargs.get("conversation"):
+        unbounded.append("conversation state")
+    kinds = [get(tool, "type") for tool in kwargs.get("tools") or ()]
+    built_in = [k for k in kinds if isinstance(k, str) and k.startswith(_BUILT_IN)]
+    searching = any(k.startswith("web_search") for k in built_in)
+    limit = kwargs.get("max_tool_calls")
+    tools = ServerTools()
+    if built_in and isinstance(limit, int) and not isinstance(limit, bool) and limit >= 0:
+        tools = ServerTools(limit, limit if searching else 0)
+    elif built_in:
+        tools = ServerTools(0, 1 if searching else 0, (f"tools {built_in} without max_tool_calls",))
+    fields = tools.request_fields()
+    fields["unbounded"] = (*unbounded, *tools.unbounded)
+    fields["hidden_input_tokens"] = hidden
+    return fields
+
+
 class OpenAIResponsesStreamTracker(StreamTracker):
     """Responses API stream events; the final one carries the response with its usage."""
 
@@ -71,6 +124,7 @@ class OpenAIResponsesStreamTracker(StreamTracker):
             self._text(get(event, "delta"))
         if kind in self._FINAL and response is not None and get(response, "usage") is not None:
             self.usage = openai_responses_usage(response, f"{kind}.response")
+            remember(get(response, "id"), self.usage)
 
 
 class OpenAIResponses:
@@ -94,6 +148,7 @@ class OpenAIResponses:
             max_tokens=int_arg(kwargs, "max_output_tokens"),
             price_context=request_context(kwargs),
             output_floor=16,  # the API refuses a smaller max_output_tokens
+            **_hidden_input(kwargs),
         )
 
     def cap_output(self, kwargs: dict[str, Any], tokens: int, model: str) -> None:
@@ -109,7 +164,9 @@ class OpenAIResponses:
         return model_of(response)
 
     def usage(self, response: object) -> Usage:
-        return openai_responses_usage(response)
+        usage = openai_responses_usage(response)
+        remember(get(response, "id"), usage)  # a later previous_response_id bills it again
+        return usage
 
     def tracker(self) -> StreamTracker:
         return OpenAIResponsesStreamTracker()

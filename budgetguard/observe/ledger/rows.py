@@ -153,6 +153,11 @@ class LedgerRow:
     def cost(self) -> Decimal:
         return nanos_to_usd(self.cost_nanos)
 
+    @property
+    def overrun_nanos(self) -> int:
+        """What the call was billed above its hold (0 when the hold covered it)."""
+        return max(0, self.cost_nanos - self.estimate_nanos) if self.outcome != "denied" else 0
+
 
 def _note(record: CallRecord) -> str | None:
     """The row's ``error`` column: why a call failed or was unpriced; for a fitted call,
@@ -181,6 +186,9 @@ class ReportRow:
     """Calls sent with an output cap lowered to fit the budget (``fit_output``)."""
     unpriced: int = 0
     """Calls whose usage could not be read, charged their reservation."""
+    overrun_nanos: int = 0
+    """What calls were billed above their holds, summed: the figure that says whether
+    estimates fall short."""
 
     @property
     def cost(self) -> Decimal:

@@ -146,7 +146,9 @@ class Dialect:
     COALESCE(SUM(input_tokens), 0), COALESCE(SUM(cached_tokens), 0),
     COALESCE(SUM(output_tokens), 0), COALESCE(SUM(reasoning_tokens), 0),
     COALESCE(SUM(cost_nanos), 0),
-    {count("fitted")}, {count("unpriced")}
+    {count("fitted")}, {count("unpriced")},
+    COALESCE(SUM(CASE WHEN outcome <> 'denied' AND cost_nanos > estimate_nanos
+        THEN cost_nanos - estimate_nanos ELSE 0 END), 0)
 FROM {self.table}
 WHERE {window}
 GROUP BY k
