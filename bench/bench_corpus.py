@@ -52,7 +52,7 @@ from _report import header, machine, table  # noqa: E402
 import budgetguard as bg  # noqa: E402
 from budgetguard._core.errors import UnknownModel  # noqa: E402
 from budgetguard._core.records import LLMRequest  # noqa: E402
-from budgetguard._engine.estimate import estimate_of  # noqa: E402
+from budgetguard._engine.estimate import estimate_of, input_bound  # noqa: E402
 from budgetguard.pricing.tokens import count_text_tokens, estimate_input  # noqa: E402
 from budgetguard.providers.anthropic import ADAPTER as ANTHROPIC  # noqa: E402
 from budgetguard.providers.gemini import GENERATE  # noqa: E402
@@ -152,11 +152,7 @@ def held(settings: bg.Settings, request: LLMRequest) -> tuple[int, int, bool]:
     try:
         estimate = estimate_of(settings, request, request.model)
     except UnknownModel:
-        policy = settings.policy
-        hidden = request.hidden_input_tokens + policy.server_tool_tokens * (
-            request.server_tool_uses + len(request.unbounded)
-        )
-        return counted + hidden, counted, False
+        return input_bound(settings, request, request.model).tokens, counted, False
     return estimate.input_tokens, counted, True
 
 
@@ -387,13 +383,19 @@ def summarize(result: dict[str, Any], worst: int) -> dict[str, Any]:
         group = by_family.get(family)
         if not group:
             continue
-        ratios = [r["ratio"] for r in group]
-        short = [r for r in group if r["held"] < r["billed"]]
+        # Calls whose input the request cannot bound (server tools without limits, an
+        # unseen previous response...) are counted apart: their hold is an allowance.
+        bounded = [r for r in group if not r["unbounded"]] or group
+        apart = [r for r in group if r["unbounded"]]
+        ratios = [r["ratio"] for r in bounded]
+        short = [r for r in bounded if r["held"] < r["billed"]]
         families.append(
             {
                 "family": family,
                 "n": len(group),
                 "short": len(short),
+                "unbounded": len(apart),
+                "unbounded_short": sum(1 for r in apart if r["held"] < r["billed"]),
                 "short_counted": sum(1 for r in group if r["counted"] < r["billed"]),
                 "unpriced": sum(1 for r in group if not r["priced"]),
                 "median": statistics.median(ratios),
@@ -406,7 +408,8 @@ def summarize(result: dict[str, Any], worst: int) -> dict[str, Any]:
             }
         )
     shortfalls = sorted(
-        (r for r in rows if r["held"] < r["billed"]), key=lambda r: (r["ratio"], -r["billed"])
+        (r for r in rows if r["held"] < r["billed"] and not r["unbounded"]),
+        key=lambda r: (r["ratio"], -r["billed"]),
     )
     causes: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for row in shortfalls:
@@ -448,13 +451,17 @@ def markdown(summary: dict[str, Any]) -> str:
         ),
         "",
         "held = the input the guard holds (estimate_of: prompt + hidden/server-tool allowance); "
-        "counted = estimate_input alone. Ratios are held / billed.",
+        "counted = estimate_input alone. short and the ratios (held / billed) are over the "
+        "calls whose input the request bounds; unbounded = the others (server tools without "
+        "limits, an unseen previous response, cached content...), held at an allowance, "
+        "with how many of them the allowance did not cover.",
         "",
         table(
             [
                 "family",
                 "n",
                 "short",
+                "unbounded (short)",
                 "short (counted)",
                 "unpriced",
                 "median",
@@ -468,6 +475,7 @@ def markdown(summary: dict[str, Any]) -> str:
                     f["family"],
                     f["n"],
                     f["short"],
+                    f"{f['unbounded']} ({f['unbounded_short']})",
                     f["short_counted"],
                     f["unpriced"],
                     f"{f['median']:.2f}",

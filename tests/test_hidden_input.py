@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 import budgetguard as bg
+from budgetguard.providers.openai_responses import ADAPTER as RESPONSES
 from budgetguard.testing import FakeProvider
 
 openai = pytest.importorskip("openai")
@@ -108,7 +109,9 @@ def test_a_previous_response_is_billed_again_and_held_again(
             model="gpt-4o", input="and then?", previous_response_id=first.id, max_output_tokens=50
         )
     rates = bg.current().prices.rates("gpt-4o")
-    alone = bg.estimate(bg.LLMRequest("gpt-4o", prompt="and then?", max_tokens=50)).input_tokens
+    alone = bg.estimate(
+        RESPONSES.request({"model": "gpt-4o", "input": "and then?", "max_output_tokens": 50})
+    ).input_tokens
     assert records[-1].estimate == rates.worst_case(alone + 5_700, 50)  # was: alone
 
 
@@ -126,23 +129,22 @@ def test_built_in_tools_are_bounded_by_max_tool_calls(
     fake: FakeProvider, records: list[bg.CallRecord]
 ) -> None:
     client = bg.instrument(openai.OpenAI(base_url=fake.openai_base_url, api_key="t"))
+    sent = {
+        "model": "gpt-4o",
+        "input": "news?",
+        "tools": [{"type": "web_search"}],
+        "max_tool_calls": 2,
+        "max_output_tokens": 100,
+    }
     with bg.spend_limit(tenant="acme"):
-        client.responses.create(
-            model="gpt-4o",
-            input="news?",
-            tools=[{"type": "web_search"}],
-            max_tool_calls=2,
-            max_output_tokens=100,
-        )
+        client.responses.create(**sent)
+    request = RESPONSES.request(dict(sent))
+    assert (request.server_tool_uses, request.web_searches, request.unbounded) == (2, 2, ())
+    assert records[-1].estimate == bg.estimate(request).nanos
     rates = bg.current().prices.rates("gpt-4o")
-    request = bg.LLMRequest("gpt-4o", prompt="news?", tools=[{"type": "web_search"}])
-    visible = bg.estimate(bg.LLMRequest(**{**_fields(request), "max_tokens": 100})).input_tokens
-    allowance = 2 * bg.current().policy.server_tool_tokens
-    assert records[-1].estimate == rates.worst_case(visible + allowance, 100) + rates.search_fees(2)
-
-
-def _fields(request: bg.LLMRequest) -> dict[str, Any]:
-    return {name: getattr(request, name) for name in request.__dataclass_fields__}
+    none_allowed = bg.estimate(RESPONSES.request({**sent, "max_tool_calls": 0})).nanos
+    allowance = 2 * bg.current().policy.server_tool_tokens * 2_500  # $2.50 / MTok input
+    assert records[-1].estimate - none_allowed == allowance + rates.search_fees(2)
 
 
 def test_gemini_grounding_is_unbounded_and_held_with_its_search_fee(

@@ -46,6 +46,14 @@ class LLMRequest:
     """The smallest output cap the API takes for this request (Responses: 16; Claude
     with extended thinking: its minimum thinking budget + 1): a cap budgetguard sends
     is never lower."""
+    extra_text: tuple[str, ...] = ()
+    """Text the provider puts in the prompt from fields other than the messages: an
+    output schema (``response_format``, ``text.format``, ``output_format``), legacy
+    ``functions``; counted like the messages."""
+    overhead_tokens: int = 0
+    """A prompt the provider adds that no field shows, known per provider and feature
+    (Anthropic's tool-choice and structured-output prompts, thinking, a host's
+    template)."""
     hidden_input_tokens: int = 0
     """Input the provider bills that the request does not show: the conversation behind
     a ``previous_response_id`` the guard saw (its input plus output)."""

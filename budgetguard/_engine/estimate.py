@@ -16,13 +16,21 @@ from typing import Any
 
 from .._core.errors import ConfigurationError, UnboundedInput
 from .._core.records import Estimate, LLMRequest
-from ..pricing.calibration import family_of
+from ..pricing.calibration import bound_for, family_of
 from ..pricing.output_limits import DEFAULT_MAX_OUTPUT_TOKENS
 from ..pricing.rates import ModelRates
-from ..pricing.tokens import estimate_input
+from ..pricing.tokens import InputEstimate, count_text_tokens, encoding_for, estimate_input
 from .config import Settings, current
 
-__all__ = ["LARGE_PROMPT_CHARS", "estimate", "estimate_of", "is_large", "rates_for", "worst_case"]
+__all__ = [
+    "LARGE_PROMPT_CHARS",
+    "estimate",
+    "estimate_of",
+    "input_bound",
+    "is_large",
+    "rates_for",
+    "worst_case",
+]
 
 LARGE_PROMPT_CHARS = 50_000
 """A prompt this long (about 12k tokens, a millisecond or more to count) is counted
@@ -50,27 +58,10 @@ def estimate_of(
     cap = output_cap if output_cap is not None else request.max_tokens
     if cap is not None and (not isinstance(cap, int) or isinstance(cap, bool) or cap < 0):
         raise ConfigurationError(f"max_tokens: expected an int >= 0, got {cap!r}")
-    counted = estimate_input(
-        model,
-        messages=request.messages,
-        prompt=request.prompt,
-        system=request.system,
-        tools=request.tools,
-        rates=rates,
-    )
-    policy = settings.policy
-    unbounded = request.unbounded
-    if unbounded and policy.unbounded_input == "refuse":
-        raise UnboundedInput(model, unbounded)
-    hidden = request.hidden_input_tokens + policy.server_tool_tokens * (
-        request.server_tool_uses + len(unbounded)
-    )
-    tokens = counted.tokens + hidden
+    counted = input_bound(settings, request, model, rates)
+    tokens = counted.tokens
     writes, writes_1h = counted.cache_write_tokens, counted.cache_write_1h_tokens
-    if request.cache_write is not None:  # the whole prompt may be written to the cache
-        writes = tokens
-        if request.cache_write == "1h":
-            writes_1h = tokens
+    unbounded = request.unbounded
     known: int | None = writes
     if not writes_on_marks_only(rates.model):
         # OpenAI (and others) cache on their own, and a few bill the write: what the
@@ -102,6 +93,40 @@ def estimate_of(
         price_context=request.price_context,
         unbounded=unbounded,
     )
+
+
+def input_bound(
+    settings: Settings, request: LLMRequest, model: str, rates: ModelRates | None = None
+) -> InputEstimate:
+    """All the input ``request`` can be billed: its prompt, what its other fields add
+    (an output schema, a prompt the provider puts around tools or thinking), and what it
+    does not show (a previous response, server tools' results, at their allowance).
+    Needs no price; ``rates`` only caps an image of unknown size at the context window."""
+    counted = estimate_input(
+        model,
+        messages=request.messages,
+        prompt=request.prompt,
+        system=request.system,
+        tools=request.tools,
+        rates=rates,
+    )
+    policy = settings.policy
+    unbounded = request.unbounded
+    if unbounded and policy.unbounded_input == "refuse":
+        raise UnboundedInput(model, unbounded)
+    added = request.overhead_tokens + sum(count_text_tokens(model, t) for t in request.extra_text)
+    if encoding_for(model) is None:  # a bound, not a count: add the family's template
+        added += bound_for(model).request_prompt
+    hidden = request.hidden_input_tokens + policy.server_tool_tokens * (
+        request.server_tool_uses + len(unbounded)
+    )
+    tokens = counted.tokens + added + hidden
+    writes, writes_1h = counted.cache_write_tokens, counted.cache_write_1h_tokens
+    if request.cache_write is not None:  # the whole prompt may be written to the cache
+        writes = tokens
+        if request.cache_write == "1h":
+            writes_1h = tokens
+    return InputEstimate(tokens, writes, writes_1h)
 
 
 def writes_on_marks_only(model: str) -> bool:

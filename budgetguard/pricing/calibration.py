@@ -61,14 +61,27 @@ class Bound:
     floor: tuple[int, int]
     per_digit: int = 0
     tools_prompt: int = 20
+    request_prompt: int = 0
+    """Tokens a host's chat template adds to every request whatever it holds (Llama 3's
+    default system header with its dates)."""
 
 
-CLAUDE_LEGACY = Bound("claude-legacy", (13, 10), (2, 1), (1, 4), 0, 346)
-"""Claude 2, 3.x and 4.0-4.6. Tool-use system prompt: 346 tokens for Claude 4.x and 3.7."""
+CLAUDE_LEGACY = Bound("claude-legacy", (13, 10), (2, 1), (1, 4), 0, 520)
+"""Claude 2, 3.x and 4.0-4.6. Tool-use system prompt: Anthropic documents 346 tokens for
+Claude 4.x and 3.7; recorded calls of Sonnet 4, 4.5, 4.6 and Haiku 4.5 bill up to 152 more."""
 CLAUDE_2026 = Bound("claude-2026", (21, 10), (21, 10), (2, 5), 0, 730)
 """Claude Opus 4.7 and later. Tool-use prompt: 346 scaled by the 2.1 text factor."""
 GEMINI = Bound("gemini", (6, 5), (6, 5), (1, 4), 1, 20)
-OTHER = Bound("other", (7, 5), (7, 5), (1, 3), 1, 20)
+OTHER = Bound("other", (7, 5), (7, 5), (1, 3), 1, 20, 40)
+"""Models behind OpenAI-compatible hosts: 40 tokens of template per request covers the
+Llama 3 / MiniMax text-only calls recorded (up to 38 short without it)."""
+_OTHER_TOOL_PROMPTS = (  # the tool-calling template of open models, from recorded calls
+    ("llama-4", 650),
+    ("llama-3", 420),
+    ("mistral", 200),
+    ("deepseek", 200),
+    ("qwen", 200),
+)
 
 _CLAUDE_TOOL_PROMPTS = (  # Anthropic's table, by model prefix (the largest of auto / any)
     ("claude-3-opus", 530),
@@ -122,6 +135,10 @@ def bound_for(model: str) -> Bound:
     if family == "gemini":
         return GEMINI
     if family != "claude":
+        name = _normal(model)
+        for prefix, tokens in _OTHER_TOOL_PROMPTS:
+            if prefix in name:
+                return replace(OTHER, tools_prompt=tokens)
         return OTHER
     name = _normal(model)
     if claude_high_resolution(name):

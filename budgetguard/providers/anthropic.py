@@ -26,6 +26,7 @@ from .fields import (
     items_arg,
     model_arg,
     model_of,
+    schema_text,
     system_arg,
     usage_of,
 )
@@ -138,22 +139,71 @@ _SERVER_TOOLS = ("web_search_", "web_fetch_", "code_execution_", "tool_search_to
 def server_tools(kwargs: Mapping[str, Any]) -> ServerTools:
     """Anthropic's server tools (``max_uses`` bounds each; a web search is billed per
     search) and MCP servers (never bounded)."""
-    uses = searches = 0
+    uses = searches = content = 0
     unbounded: list[str] = []
     for tool in kwargs.get("tools") or ():
         kind = get(tool, "type")
         if not isinstance(kind, str) or not kind.startswith(_SERVER_TOOLS):
             continue
-        limit = get(tool, "max_uses")
-        if isinstance(limit, int) and not isinstance(limit, bool) and limit >= 0:
-            uses += limit
-            searches += limit if kind.startswith("web_search_") else 0
-        else:
+        limit = _count(get(tool, "max_uses"))
+        if kind.startswith("code_execution_"):  # no use limit exists: output unbounded
+            unbounded.append(f"tool {kind!r} (code output has no bound)")
+        elif limit is None:
             unbounded.append(f"tool {kind!r} without max_uses")
             searches += 1 if kind.startswith("web_search_") else 0
+        elif kind.startswith("web_fetch_"):  # a page has no size unless the request caps it
+            page = _count(get(tool, "max_content_tokens"))
+            if page is None:
+                unbounded.append(f"tool {kind!r} without max_content_tokens")
+            else:
+                content += limit * page
+        else:
+            uses += limit
+            searches += limit if kind.startswith("web_search_") else 0
     if kwargs.get("mcp_servers"):
         unbounded.append("mcp_servers")
-    return ServerTools(uses, searches, tuple(unbounded))
+    return ServerTools(uses, searches, tuple(unbounded), content)
+
+
+def _count(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+STRUCTURED_OUTPUT_TOKENS = 420
+"""Structured outputs (``output_format``, ``output_config.format``) add a prompt of their
+own around the schema: up to 391 tokens beyond the schema text on recorded calls."""
+THINKING_TOKENS = 40
+"""Extended thinking adds a few tokens to the prompt (25 on most recorded calls)."""
+CONTEXT_EDIT_TOKENS = 100
+"""``context_management`` (compaction, tool-result clearing) adds a prompt: 70 measured."""
+TASK_BUDGET_TOKENS = 40
+"""``output_config.task_budget`` adds a prompt: 32-33 measured."""
+FORCED_TOOL_TOKENS = 80
+"""``tool_choice`` any / tool costs more than auto: up to 66 more tokens on recorded calls."""
+
+
+def _format_schema(kwargs: Mapping[str, Any]) -> tuple[str, ...]:
+    config = kwargs.get("output_config")
+    found = kwargs.get("output_format")
+    if found is None and isinstance(config, Mapping):
+        found = config.get("format")
+    schema = schema_text(found)
+    return (schema,) if schema is not None else ()
+
+
+def _overhead(kwargs: Mapping[str, Any]) -> int:
+    overhead = STRUCTURED_OUTPUT_TOKENS if _format_schema(kwargs) else 0
+    thinking = kwargs.get("thinking")
+    if isinstance(thinking, Mapping) and thinking.get("type") in ("enabled", "adaptive"):
+        overhead += THINKING_TOKENS
+    choice = kwargs.get("tool_choice")
+    if (
+        kwargs.get("tools")
+        and isinstance(choice, Mapping)
+        and choice.get("type") in ("any", "tool")
+    ):
+        overhead += FORCED_TOOL_TOKENS
+    return overhead
 
 
 _MIN_THINKING = 1024
@@ -199,6 +249,8 @@ class AnthropicMessages:
             price_context=(("speed", "fast"),) if kwargs.get("speed") == "fast" else (),
             cache_write=_cache_ttl(kwargs.get("cache_control")),
             output_floor=_MIN_THINKING + 1 if _thinking_budget(kwargs) is not None else 1,
+            extra_text=_format_schema(kwargs),
+            overhead_tokens=_overhead(kwargs),
             **server_tools(kwargs).request_fields(),
         )
 

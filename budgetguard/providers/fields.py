@@ -8,6 +8,7 @@ these helpers, so a malformed count fails the same way everywhere: a
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,7 @@ __all__ = [
     "mapping",
     "model_arg",
     "model_of",
+    "schema_text",
     "system_arg",
     "usage_of",
 ]
@@ -116,13 +118,36 @@ class ServerTools:
     uses: int = 0
     searches: int = 0
     unbounded: tuple[str, ...] = ()
+    content_tokens: int = 0
+    """Results whose size the request caps itself (web fetch's ``max_content_tokens``)."""
 
     def request_fields(self) -> dict[str, Any]:
         return {
             "server_tool_uses": self.uses,
             "web_searches": self.searches,
             "unbounded": self.unbounded,
+            "hidden_input_tokens": self.content_tokens,
         }
+
+
+def schema_text(value: object) -> str | None:
+    """An output-format schema as the JSON text the provider adds to the prompt: a dict
+    as it is, a pydantic model class (``parse(response_format=Model)``) by its JSON
+    schema; None when there is none."""
+    if value is None:
+        return None
+    as_schema = getattr(value, "model_json_schema", None)
+    dump = getattr(value, "model_dump", None)
+    if isinstance(value, type) and callable(as_schema):
+        try:
+            value = as_schema()
+        except Exception:
+            return None
+    elif callable(dump):
+        value = dump(exclude_none=True)
+    if not isinstance(value, Mapping) or not value:
+        return None
+    return json.dumps(value, ensure_ascii=False, default=str)
 
 
 def mapping(item: object) -> Mapping[str, Any]:

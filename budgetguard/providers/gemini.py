@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 
 from .._core.errors import ConfigurationError
 from .._core.records import LLMRequest
@@ -88,9 +88,12 @@ def _contents(given: object) -> list[Mapping[str, Any]]:
     """``contents`` (a string, parts, ``Content`` objects or dicts) as chat messages."""
     if given is None:
         return []
-    items: Iterable[object] = (
-        [given] if isinstance(given, str | bytes) or not isinstance(given, Iterable) else given
+    single = (
+        isinstance(given, str | bytes | Mapping)
+        or hasattr(given, "model_dump")  # a Content or Part object (pydantic iterates fields)
+        or not isinstance(given, Iterable)
     )
+    items: Iterable[object] = [given] if single else cast(Iterable[object], given)
     messages: list[Mapping[str, Any]] = []
     for item in items:
         content = mapping(item) if not isinstance(item, str) else {}
@@ -132,9 +135,10 @@ _SERVER_TOOLS = ("google_search", "google_search_retrieval", "url_context", "cod
 """Tools Gemini runs itself: their prompts come back as billed input (tool-use tokens)."""
 
 
-def _server_tools(value: object) -> ServerTools:
+def _server_tools(value: object, cached: object = None) -> ServerTools:
     """Gemini's built-in tools have no use limit: unbounded; a grounded answer is billed
-    one search."""
+    one search. A ``cached_content`` is billed as input the request does not show."""
+    hidden = ("cached_content",) if cached else ()
     found = [
         name
         for tool in (value if isinstance(value, list | tuple) else ())
@@ -143,9 +147,9 @@ def _server_tools(value: object) -> ServerTools:
         if name in _SERVER_TOOLS and setting is not None
     ]
     if not found:
-        return ServerTools()
+        return ServerTools(unbounded=hidden)
     searching = any(name.startswith("google_search") for name in found)
-    return ServerTools(0, 1 if searching else 0, (f"tools {found} (no use limit)",))
+    return ServerTools(0, 1 if searching else 0, (*hidden, f"tools {found} (no use limit)"))
 
 
 def request_context(config: Mapping[str, Any]) -> PriceContext:
@@ -284,7 +288,7 @@ class GeminiGenerate:
             max_tokens=max_tokens if isinstance(max_tokens, int) else None,
             price_context=request_context(config),
             choices=count_arg(config.get("candidate_count")),
-            **_server_tools(config.get("tools")).request_fields(),
+            **_server_tools(config.get("tools"), config.get("cached_content")).request_fields(),
         )
 
     def cap_output(self, kwargs: dict[str, Any], tokens: int, model: str) -> None:

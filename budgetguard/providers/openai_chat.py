@@ -15,6 +15,7 @@ from typing import Any
 
 from .._core.records import LLMRequest
 from .._core.usage import PriceContext, Usage, UsageDetails
+from ..pricing.tokens import TOOLS_OVERHEAD_TOKENS
 from .base import Surface
 from .fields import (
     check_block,
@@ -26,6 +27,7 @@ from .fields import (
     items_arg,
     model_arg,
     model_of,
+    schema_text,
     usage_of,
 )
 from .tracking import StreamTracker
@@ -104,6 +106,81 @@ def _reasoning(model: object) -> bool:
     return isinstance(model, str) and model.rsplit("/", 1)[-1].startswith(_REASONING)
 
 
+HARMONY_TOKENS = 170
+"""gpt-oss models (any host) wrap every request in the harmony format's system header:
+about 60 tokens measured on Groq and Cerebras (up to 163 with reasoning settings)."""
+
+
+def _extra_text(kwargs: Mapping[str, Any]) -> tuple[str, ...]:
+    """An output schema (``response_format``) and legacy ``functions``: prompt text."""
+    texts: list[str] = []
+    response_format = kwargs.get("response_format")
+    if isinstance(response_format, Mapping):
+        schema = schema_text(response_format.get("json_schema"))
+        if schema is not None:
+            texts.append(schema)
+    elif response_format is not None:
+        schema = schema_text(response_format)  # a pydantic model class, for parse()
+        if schema is not None:
+            texts.append(schema)
+    functions = kwargs.get("functions")
+    if isinstance(functions, list | tuple) and functions:
+        texts.extend(t for f in functions if (t := schema_text(f)) is not None)
+    return tuple(texts)
+
+
+TOOLS_PREAMBLE_TOKENS = 50
+"""OpenAI's tool-calling preamble beyond the schemas' JSON (gpt-5 models: up to 44 more
+than the JSON + 20 count on recorded calls)."""
+STRICT_TOOLS_TOKENS = 180
+"""Strict function schemas add more (a one-tool strict request billed 160 above it)."""
+
+
+OPENAI_SLACK_TOKENS = 2
+"""Recorded gpt-5 chats with assistant turns bill 1 token above OpenAI's documented
+per-message count (and Responses calls likewise)."""
+
+
+def tools_overhead(tools: object) -> int:
+    """What OpenAI's tool-calling prompt adds above the tool schemas' JSON."""
+    if not isinstance(tools, list | tuple) or not tools:
+        return 0
+    strict = any(
+        get(tool, "strict") is True or get(get(tool, "function"), "strict") is True
+        for tool in tools
+    )
+    return STRICT_TOOLS_TOKENS if strict else TOOLS_PREAMBLE_TOKENS
+
+
+def _unbounded(kwargs: Mapping[str, Any]) -> tuple[str, ...]:
+    """Gateway features that add input no request field shows: OpenRouter's fallback
+    ``models`` (another model, another system prompt), its web plugin and server tools,
+    Groq's compound systems (they run tools)."""
+    found: list[str] = []
+    if kwargs.get("models"):
+        found.append("fallback models")
+    plugins = kwargs.get("plugins")
+    if isinstance(plugins, list | tuple) and plugins:
+        found.append("gateway plugins")
+    kinds = [get(tool, "type") for tool in kwargs.get("tools") or ()]
+    if any(isinstance(kind, str) and ":" in kind for kind in kinds):
+        found.append("gateway server tools")
+    model = kwargs.get("model")
+    if isinstance(model, str) and "compound" in model.lower():
+        found.append("a compound system that runs tools")
+    return tuple(found)
+
+
+def _overhead(kwargs: Mapping[str, Any]) -> int:
+    model = kwargs.get("model")
+    overhead = OPENAI_SLACK_TOKENS + tools_overhead(kwargs.get("tools"))
+    if isinstance(model, str) and "gpt-oss" in model.lower():
+        overhead += HARMONY_TOKENS
+    if kwargs.get("functions"):
+        overhead += TOOLS_OVERHEAD_TOKENS + TOOLS_PREAMBLE_TOKENS
+    return overhead
+
+
 class OpenAIChat:
     name = "chat.completions"
     sdk = "openai"
@@ -123,6 +200,9 @@ class OpenAIChat:
             max_tokens=int_arg(kwargs, "max_completion_tokens", "max_tokens"),
             price_context=request_context(kwargs),
             choices=count_arg(kwargs.get("n")),
+            extra_text=_extra_text(kwargs),
+            overhead_tokens=_overhead(kwargs),
+            unbounded=_unbounded(kwargs),
         )
 
     def cap_output(self, kwargs: dict[str, Any], tokens: int, model: str) -> None:

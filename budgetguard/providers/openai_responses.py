@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Mapping
 from typing import Any
 
 from .._core.records import LLMRequest
@@ -27,10 +28,17 @@ from .fields import (
     items_arg,
     model_arg,
     model_of,
+    schema_text,
     system_arg,
     usage_of,
 )
-from .openai_chat import request_context, service_tier_context
+from .openai_chat import (
+    HARMONY_TOKENS,
+    OPENAI_SLACK_TOKENS,
+    request_context,
+    service_tier_context,
+    tools_overhead,
+)
 from .tracking import StreamTracker
 
 __all__ = ["ADAPTER", "OpenAIResponses", "OpenAIResponsesStreamTracker", "openai_responses_usage"]
@@ -56,6 +64,33 @@ def openai_responses_usage(response: object, path: str = "response") -> Usage:
         details=UsageDetails(web_searches=searches) if searches else None,
         context=service_tier_context(get(response, "service_tier")),
     )
+
+
+STRING_INPUT_WRAPPER = 7
+"""Tokens a string ``input`` costs above its text (measured: 7 on every recorded call)."""
+
+
+def _overhead(kwargs: Mapping[str, Any]) -> int:
+    # A string input is sent as one user message: its wrapper is billed too.
+    overhead = OPENAI_SLACK_TOKENS + tools_overhead(kwargs.get("tools"))
+    if isinstance(kwargs.get("input"), str):
+        overhead += STRING_INPUT_WRAPPER
+    model = kwargs.get("model")
+    if isinstance(model, str) and "gpt-oss" in model.lower():
+        overhead += HARMONY_TOKENS
+    return overhead
+
+
+def _format_schema(kwargs: Mapping[str, Any]) -> tuple[str, ...]:
+    """``text.format`` (a JSON schema) or a pydantic ``text_format`` for parse()."""
+    text = kwargs.get("text")
+    schema = None
+    found = text.get("format") if isinstance(text, Mapping) else None
+    if isinstance(found, Mapping) and found.get("schema") is not None:
+        schema = schema_text(found)  # name, schema and strict: all of it reaches the model
+    if schema is None:
+        schema = schema_text(kwargs.get("text_format"))
+    return (schema,) if schema is not None else ()
 
 
 _BUILT_IN = ("web_search", "file_search", "code_interpreter", "mcp", "image_generation")
@@ -104,7 +139,7 @@ def _hidden_input(kwargs: dict[str, Any]) -> dict[str, Any]:
         tools = ServerTools(0, 1 if searching else 0, (f"tools {built_in} without max_tool_calls",))
     fields = tools.request_fields()
     fields["unbounded"] = (*unbounded, *tools.unbounded)
-    fields["hidden_input_tokens"] = hidden
+    fields["hidden_input_tokens"] = hidden + tools.content_tokens
     return fields
 
 
@@ -148,6 +183,8 @@ class OpenAIResponses:
             max_tokens=int_arg(kwargs, "max_output_tokens"),
             price_context=request_context(kwargs),
             output_floor=16,  # the API refuses a smaller max_output_tokens
+            extra_text=_format_schema(kwargs),
+            overhead_tokens=_overhead(kwargs),
             **_hidden_input(kwargs),
         )
 
