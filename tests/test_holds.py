@@ -47,6 +47,13 @@ def limit(usd: str | int = 100, **policy: Any) -> None:
     )
 
 
+def sent_as(model: str, **kwargs: Any) -> bg.LLMRequest:
+    """The request an instrumented chat call makes of these arguments."""
+    from budgetguard.providers.openai_chat import ADAPTER
+
+    return ADAPTER.request({"model": model, "messages": MESSAGES, **kwargs})
+
+
 def oai(fake: FakeProvider) -> Any:
     return bg.instrument(openai.OpenAI(base_url=fake.openai_base_url, api_key="t"))
 
@@ -76,7 +83,7 @@ def test_the_policy_cap_is_sent_in_each_sdks_own_field_and_held(
     assert [r.output_cap for r in records] == [500, 2_000, 500, 500, None]
     gpt4o = bg.current().prices.rates("gpt-4o")
     assert records[0].estimate == gpt4o.worst_case(
-        bg.estimate(bg.LLMRequest("gpt-4o", MESSAGES)).input_tokens, 500, cache_write_tokens=0
+        bg.estimate(sent_as("gpt-4o")).input_tokens, 500, cache_write_tokens=0
     )
 
 
@@ -142,7 +149,7 @@ def test_a_call_that_does_not_fit_is_sent_with_the_cap_that_fits(
     assert record.outcome == "fitted" and record.output_cap == sent
     assert 100 <= sent < 4_000  # $0.01 buys ~990 output tokens of gpt-4o
     rates = bg.current().prices.rates("gpt-4o")
-    tokens = bg.estimate(bg.LLMRequest("gpt-4o", MESSAGES)).input_tokens
+    tokens = bg.estimate(sent_as("gpt-4o")).input_tokens
     assert record.estimate == rates.worst_case(tokens, sent, cache_write_tokens=0)
     assert record.estimate <= bg.Money.usd("0.01").nanos  # still fully reserved
     assert rates.worst_case(tokens, sent + 1, cache_write_tokens=0) > bg.Money.usd("0.01").nanos
