@@ -29,7 +29,16 @@ from .._core.errors import ConfigurationError
 from .._core.records import LLMRequest
 from .._core.usage import PriceContext, Usage, UsageDetails
 from .base import Surface
-from .fields import ServerTools, check_block, count, count_arg, get, mapping, usage_of
+from .fields import (
+    ServerTools,
+    check_block,
+    count,
+    count_arg,
+    get,
+    mapping,
+    schema_text,
+    usage_of,
+)
 from .tracking import StreamTracker
 
 __all__ = ["EMBED", "GENERATE", "GeminiEmbed", "GeminiGenerate", "gemini_usage"]
@@ -131,8 +140,25 @@ def _tools(value: object) -> list[Mapping[str, Any]] | None:
     return tools
 
 
-_SERVER_TOOLS = ("google_search", "google_search_retrieval", "url_context", "code_execution")
+_SERVER_TOOLS = (
+    "google_search",
+    "google_search_retrieval",
+    "url_context",
+    "code_execution",
+    "file_search",
+    "google_maps",
+    "enterprise_web_search",
+)
 """Tools Gemini runs itself: their prompts come back as billed input (tool-use tokens)."""
+
+
+def _schema(config: Mapping[str, Any]) -> tuple[str, ...]:
+    """``response_schema`` / ``response_json_schema``: prompt text, as the schema's JSON."""
+    for key in ("response_json_schema", "response_schema"):
+        text = schema_text(config.get(key))
+        if text is not None:
+            return (text,)
+    return ()
 
 
 def _server_tools(value: object, cached: object = None) -> ServerTools:
@@ -288,6 +314,7 @@ class GeminiGenerate:
             max_tokens=max_tokens if isinstance(max_tokens, int) else None,
             price_context=request_context(config),
             choices=count_arg(config.get("candidate_count")),
+            extra_text=_schema(config),
             **_server_tools(config.get("tools"), config.get("cached_content")).request_fields(),
         )
 

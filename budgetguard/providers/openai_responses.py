@@ -66,6 +66,10 @@ def openai_responses_usage(response: object, path: str = "response") -> Usage:
     )
 
 
+EMPTY_TOOLS_TOKENS = 20
+"""``tools=[]`` on Responses: 16 tokens above the same call without it, recorded."""
+TOOL_SEARCH_TOKENS = 300
+"""Tool search and namespaced tools (``defer_loading``) add a prompt: up to 267 measured."""
 STRING_INPUT_WRAPPER = 7
 """Tokens a string ``input`` costs above its text (measured: 7 on every recorded call)."""
 
@@ -78,6 +82,11 @@ def _overhead(kwargs: Mapping[str, Any]) -> int:
     model = kwargs.get("model")
     if isinstance(model, str) and "gpt-oss" in model.lower():
         overhead += HARMONY_TOKENS
+    tools = kwargs.get("tools")
+    if isinstance(tools, list | tuple) and not tools:
+        overhead += EMPTY_TOOLS_TOKENS  # an empty list still switches the tool prompt on
+    if any(get(t, "type") == "tool_search" or get(t, "tools") is not None for t in tools or ()):
+        overhead += TOOL_SEARCH_TOKENS
     return overhead
 
 
@@ -128,6 +137,9 @@ def _hidden_input(kwargs: dict[str, Any]) -> dict[str, Any]:
             hidden = seen
     if kwargs.get("conversation"):
         unbounded.append("conversation state")
+    items = kwargs.get("input")
+    if isinstance(items, list | tuple) and any(get(i, "type") == "reasoning" for i in items):
+        unbounded.append("reasoning items (a previous turn's reasoning is billed again)")
     kinds = [get(tool, "type") for tool in kwargs.get("tools") or ()]
     built_in = [k for k in kinds if isinstance(k, str) and k.startswith(_BUILT_IN)]
     searching = any(k.startswith("web_search") for k in built_in)
