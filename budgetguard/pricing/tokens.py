@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from .._core.errors import ConfigurationError
 from .calibration import OTHER, Bound, bound_for, family_of
 from .images import UNKNOWN_IMAGE_TOKENS, image_tokens, is_image_part
+from .media import is_media_part, media_tokens
 from .memo import BoundedMemo, freeze, thaw
 
 if TYPE_CHECKING:
@@ -257,6 +258,16 @@ class _Counter:
             return _count_text(self.rule, value["text"]) if value["text"] else 0
         if is_image_part(value):
             return image_tokens(self.model, value, family=self.rule.family, cap=self.cap)
+        if is_media_part(value):  # documents, audio, video: sized from their bytes, never as text
+            counted = media_tokens(
+                self.model,
+                value,
+                family=self.rule.family,
+                cap=self.cap,
+                text_tokens=lambda text: _count_text(self.rule, text) if text else 0,
+            )
+            if counted is not None:
+                return counted
         total = 0
         for key, item in value.items():
             if key in _SKIP_KEYS:

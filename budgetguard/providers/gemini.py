@@ -82,14 +82,27 @@ def _bare(model: str) -> str:
 
 
 def _part(part: object) -> Mapping[str, Any]:
-    """A part for the estimate: its text, or a placeholder for media (counted as an image)."""
+    """A part for the estimate: its text; media (``inline_data``, ``file_data``) as they
+    are, for the image and media formulas (by mime type, size and resolution); a function
+    response's JSON as text and the media parts it carries as media."""
     if isinstance(part, str):
         return {"type": "text", "text": part}
     fields = {_snake(k): v for k, v in mapping(part).items() if v is not None}
     if isinstance(fields.get("text"), str):
         return {"type": "text", "text": fields["text"]}
-    if "inline_data" in fields or "file_data" in fields:
-        return {"type": "image"}
+    for key in ("inline_data", "file_data"):
+        if key in fields:
+            blob = {_snake(k): v for k, v in mapping(fields[key]).items() if v is not None}
+            media: dict[str, Any] = {key: blob}
+            if "media_resolution" in fields:
+                media["media_resolution"] = fields["media_resolution"]
+            return media
+    response = fields.get("function_response")
+    if response is not None:
+        answer = {_snake(k): v for k, v in mapping(response).items() if v is not None}
+        nested = answer.pop("parts", None) or ()
+        text = json.dumps(answer, default=str, ensure_ascii=False)
+        return {"content": [{"type": "text", "text": text}, *(_part(p) for p in nested)]}
     return {"type": "text", "text": json.dumps(fields, default=str, ensure_ascii=False)}
 
 
