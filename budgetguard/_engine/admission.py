@@ -69,6 +69,9 @@ class Admission:
     rates: ModelRates | None = None
     """The rates the estimate was priced with: a settle at the same model and price
     variant uses them again (one price version per call, and no second lookup)."""
+    input_tokens: int | None = None
+    """The prompt's upper bound the hold was priced with (None: a fixed estimate): what
+    a stream cut before its usage arrived is charged as input."""
     output_cap: int | None = None
     """The output cap to send in place of the request's (``Policy.max_output_tokens``,
     or lowered to fit the budget); None: the request's own. Code that sends its own

@@ -160,6 +160,7 @@ class AdmissionState:
             request=self.request,
             counters=self.counters,
             rates=self.rates,
+            input_tokens=self.estimate.input_tokens if self.estimate is not None else None,
             output_cap=self.output_cap,
             fitted=self.fitted is not None,
         )

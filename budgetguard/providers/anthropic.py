@@ -24,6 +24,7 @@ from .fields import (
     get,
     int_arg,
     items_arg,
+    limit_arg,
     model_arg,
     model_of,
     schema_text,
@@ -145,14 +146,14 @@ def server_tools(kwargs: Mapping[str, Any]) -> ServerTools:
         kind = get(tool, "type")
         if not isinstance(kind, str) or not kind.startswith(_SERVER_TOOLS):
             continue
-        limit = _count(get(tool, "max_uses"))
+        limit = limit_arg(get(tool, "max_uses"))
         if kind.startswith("code_execution_"):  # no use limit exists: output unbounded
             unbounded.append(f"tool {kind!r} (code output has no bound)")
         elif limit is None:
             unbounded.append(f"tool {kind!r} without max_uses")
             searches += 1 if kind.startswith("web_search_") else 0
         elif kind.startswith("web_fetch_"):  # a page has no size unless the request caps it
-            page = _count(get(tool, "max_content_tokens"))
+            page = limit_arg(get(tool, "max_content_tokens"))
             if page is None:
                 unbounded.append(f"tool {kind!r} without max_content_tokens")
             else:
@@ -163,10 +164,6 @@ def server_tools(kwargs: Mapping[str, Any]) -> ServerTools:
     if kwargs.get("mcp_servers"):
         unbounded.append("mcp_servers")
     return ServerTools(uses, searches, tuple(unbounded), content)
-
-
-def _count(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 STRUCTURED_OUTPUT_TOKENS = 420

@@ -25,6 +25,7 @@ __all__ = [
     "has",
     "int_arg",
     "items_arg",
+    "limit_arg",
     "mapping",
     "model_arg",
     "model_of",
@@ -98,6 +99,13 @@ def int_arg(kwargs: Mapping[str, Any], *names: str) -> int | None:
         value = kwargs.get(name)
         if isinstance(value, int) and not isinstance(value, bool):
             return value
+    return None
+
+
+def limit_arg(value: object) -> int | None:
+    """A use limit (``max_uses``, ``max_tool_calls``): a non-negative int, else None."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
     return None
 
 

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import logging
-
 from .._core.errors import UsageError, describe_error
 from .._engine.admission import Admission
 from .._engine.charges import Charge, priced, unpriced
-from ..pricing.tokens import estimate_tokens
 from ..stores.drive import Flow
 from .prepared import PreparedCall
 
 __all__ = ["StreamMeter"]
-
-log = logging.getLogger("budgetguard")
 
 
 class StreamMeter:
@@ -43,31 +38,6 @@ class StreamMeter:
                 return False
         return True
 
-    def _input_estimate(self) -> int | None:
-        model, request = self.admission.model, self.call.request
-        if model is None:
-            return None
-        try:
-            rates = self.admission.settings.prices.rates(
-                request.priced_as(model),
-                request.provider,
-                request.price_context,
-                request.provider_hint,
-            )
-            counted = estimate_tokens(
-                model,
-                messages=request.messages,
-                prompt=request.prompt,
-                system=request.system,
-                tools=request.tools,
-                max_tokens=1,
-                rates=rates,
-            )
-            return int(counted[0])
-        except Exception:
-            log.debug("budgetguard: no input estimate for a partial stream", exc_info=True)
-            return None
-
     def charge(self) -> Charge:
         tracker, admission = self.tracker, self.admission
         where = self.call.adapter.name
@@ -83,7 +53,7 @@ class StreamMeter:
         # Stopped before the final usage (closed, abandoned, cut): charge what was
         # consumed, never more than was held and never $0 for a request the
         # provider already billed.
-        input_estimate = None if tracker.input_usage is not None else self._input_estimate()
+        input_estimate = None if tracker.input_usage is not None else admission.input_tokens
         if tracker.input_usage is None and input_estimate is None:
             return Charge(admission.estimate, None, tracker.model)
         usage = tracker.consumed(input_estimate or 0)

@@ -34,10 +34,17 @@ from .tracking import StreamTracker
 
 __all__ = [
     "ADAPTER",
+    "HARMONY_TOKENS",
+    "OPENAI_SLACK_TOKENS",
+    "STRICT_TOOLS_TOKENS",
+    "TOOLS_PREAMBLE_TOKENS",
     "OpenAIChat",
     "OpenAIChatStreamTracker",
     "openai_chat_usage",
+    "request_context",
     "service_tier_context",
+    "template_tokens",
+    "tools_overhead",
 ]
 
 _STANDARD_TIERS = frozenset({"auto", "default", "standard", "on_demand"})
@@ -171,11 +178,14 @@ def _unbounded(kwargs: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(found)
 
 
+def template_tokens(model: object) -> int:
+    """A prompt template the model's host wraps every request in (gpt-oss's harmony)."""
+    return HARMONY_TOKENS if isinstance(model, str) and "gpt-oss" in model.lower() else 0
+
+
 def _overhead(kwargs: Mapping[str, Any]) -> int:
-    model = kwargs.get("model")
     overhead = OPENAI_SLACK_TOKENS + tools_overhead(kwargs.get("tools"))
-    if isinstance(model, str) and "gpt-oss" in model.lower():
-        overhead += HARMONY_TOKENS
+    overhead += template_tokens(kwargs.get("model"))
     if kwargs.get("functions"):
         overhead += TOOLS_OVERHEAD_TOKENS + TOOLS_PREAMBLE_TOKENS
     return overhead

@@ -26,6 +26,7 @@ from .fields import (
     has,
     int_arg,
     items_arg,
+    limit_arg,
     model_arg,
     model_of,
     schema_text,
@@ -33,10 +34,10 @@ from .fields import (
     usage_of,
 )
 from .openai_chat import (
-    HARMONY_TOKENS,
     OPENAI_SLACK_TOKENS,
     request_context,
     service_tier_context,
+    template_tokens,
     tools_overhead,
 )
 from .tracking import StreamTracker
@@ -79,9 +80,7 @@ def _overhead(kwargs: Mapping[str, Any]) -> int:
     overhead = OPENAI_SLACK_TOKENS + tools_overhead(kwargs.get("tools"))
     if isinstance(kwargs.get("input"), str):
         overhead += STRING_INPUT_WRAPPER
-    model = kwargs.get("model")
-    if isinstance(model, str) and "gpt-oss" in model.lower():
-        overhead += HARMONY_TOKENS
+    overhead += template_tokens(kwargs.get("model"))
     tools = kwargs.get("tools")
     if isinstance(tools, list | tuple) and not tools:
         overhead += EMPTY_TOOLS_TOKENS  # an empty list still switches the tool prompt on
@@ -143,9 +142,9 @@ def _hidden_input(kwargs: dict[str, Any]) -> dict[str, Any]:
     kinds = [get(tool, "type") for tool in kwargs.get("tools") or ()]
     built_in = [k for k in kinds if isinstance(k, str) and k.startswith(_BUILT_IN)]
     searching = any(k.startswith("web_search") for k in built_in)
-    limit = kwargs.get("max_tool_calls")
+    limit = limit_arg(kwargs.get("max_tool_calls"))
     tools = ServerTools()
-    if built_in and isinstance(limit, int) and not isinstance(limit, bool) and limit >= 0:
+    if built_in and limit is not None:
         tools = ServerTools(limit, limit if searching else 0)
     elif built_in:
         tools = ServerTools(0, 1 if searching else 0, (f"tools {built_in} without max_tool_calls",))
