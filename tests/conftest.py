@@ -13,6 +13,9 @@ from urllib.parse import urlparse
 
 import pytest
 
+from budgetguard import CallRecord, Limit, Policy, configure
+from budgetguard.testing import FakeProvider
+
 _SHARED_TIKTOKEN = Path(__file__).resolve().parents[2] / "shared" / "tiktoken"
 if _SHARED_TIKTOKEN.is_dir():
     os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(_SHARED_TIKTOKEN))
@@ -109,3 +112,22 @@ def _fresh_budgetguard() -> Iterator[None]:
     yield
     if reset is not None:
         reset()
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeProvider]:
+    """A local fake provider (OpenAI, Anthropic, Gemini wire formats), one per test module."""
+    with FakeProvider() as server:
+        yield server
+
+
+@pytest.fixture
+def records(fake: FakeProvider) -> list[CallRecord]:
+    """Every call's record, under a $100 / day tenant limit; a module may define its own."""
+    fake.clear()
+    seen: list[CallRecord] = []
+    configure(
+        policy=Policy(limits=[Limit(scope="tenant", usd=100, window="day")]),
+        listeners=[seen.append],
+    )
+    return seen

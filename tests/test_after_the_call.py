@@ -32,12 +32,6 @@ MESSAGES = [{"role": "user", "content": "hi"}]
 LIMIT = bg.Policy(limits=[bg.Limit(scope="tenant", usd=100, window="day")], lease_s=0.5)
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeProvider]:
-    with FakeProvider() as server:
-        yield server
-
-
 @pytest.fixture
 def records(fake: FakeProvider) -> Iterator[list[bg.CallRecord]]:
     fake.clear()

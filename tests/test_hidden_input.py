@@ -5,7 +5,6 @@ it and the policy says so; search fees are in the hold; an overrun says its caus
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -20,23 +19,6 @@ genai = pytest.importorskip("google.genai")
 
 MESSAGES = [{"role": "user", "content": "What changed in the tax rules this year?"}]
 SEARCH = {"type": "web_search_20250305", "name": "web_search"}
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeProvider]:
-    with FakeProvider() as server:
-        yield server
-
-
-@pytest.fixture
-def records(fake: FakeProvider) -> list[bg.CallRecord]:
-    fake.clear()
-    seen: list[bg.CallRecord] = []
-    bg.configure(
-        policy=bg.Policy(limits=[bg.Limit(scope="tenant", usd=100, window="day")]),
-        listeners=[seen.append],
-    )
-    return seen
 
 
 def claude(fake: FakeProvider) -> Any:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -25,12 +24,6 @@ anthropic = pytest.importorskip("anthropic")
 genai = pytest.importorskip("google.genai")
 
 MESSAGES = [{"role": "user", "content": "Summarise our refund policy in two lines."}]
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeProvider]:
-    with FakeProvider() as server:
-        yield server
 
 
 @pytest.fixture

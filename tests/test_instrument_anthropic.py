@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -17,12 +16,6 @@ anthropic = pytest.importorskip("anthropic")
 OPUS, HAIKU = "claude-opus-4-5", "claude-haiku-4-5"
 MESSAGES = [{"role": "user", "content": "Summarize the plot of Hamlet in one sentence."}]
 LONG_TEXT = "word " * 200
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeProvider]:
-    with FakeProvider() as server:
-        yield server
 
 
 @pytest.fixture(autouse=True)

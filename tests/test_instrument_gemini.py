@@ -5,7 +5,6 @@ Every cost is checked against genai-prices on the usage the fake served, to the 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -17,23 +16,6 @@ from budgetguard._core.usage import UsageDetails
 from budgetguard.testing import FakeProvider
 
 genai = pytest.importorskip("google.genai")
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeProvider]:
-    with FakeProvider() as server:
-        yield server
-
-
-@pytest.fixture
-def records(fake: FakeProvider) -> list[bg.CallRecord]:
-    fake.clear()
-    seen: list[bg.CallRecord] = []
-    bg.configure(
-        policy=bg.Policy(limits=[bg.Limit(scope="tenant", usd=100, window="day")]),
-        listeners=[seen.append],
-    )
-    return seen
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -16,12 +15,6 @@ openai = pytest.importorskip("openai")
 
 MESSAGES = [{"role": "user", "content": "Summarize the plot of Hamlet in one sentence."}]
 LONG_TEXT = "word " * 200
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeProvider]:
-    with FakeProvider() as server:
-        yield server
 
 
 @pytest.fixture(autouse=True)

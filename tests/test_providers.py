@@ -6,7 +6,6 @@ genai-prices on the usage the fake served, to the nano-dollar."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -22,23 +21,6 @@ openai = pytest.importorskip("openai")
 anthropic = pytest.importorskip("anthropic")
 
 MESSAGES = [{"role": "user", "content": "Say hello."}]
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeProvider]:
-    with FakeProvider() as server:
-        yield server
-
-
-@pytest.fixture
-def records(fake: FakeProvider) -> list[bg.CallRecord]:
-    fake.clear()
-    seen: list[bg.CallRecord] = []
-    bg.configure(
-        policy=bg.Policy(limits=[bg.Limit(scope="tenant", usd=100, window="day")]),
-        listeners=[seen.append],
-    )
-    return seen
 
 
 def oai(fake: FakeProvider, **options: Any) -> Any:
