@@ -33,6 +33,7 @@ from .calibration import OTHER, Bound, bound_for, family_of
 from .images import UNKNOWN_IMAGE_TOKENS, image_tokens, is_image_part
 from .media import is_media_part, media_tokens
 from .memo import BoundedMemo, freeze, thaw
+from .tool_text import openai_tool_text
 
 if TYPE_CHECKING:
     import tiktoken
@@ -326,7 +327,8 @@ class _Counter:
 
     def tool(self, tool: Mapping[str, Any]) -> _Counted:
         definition = {key: item for key, item in tool.items() if key not in _SKIP_KEYS}
-        tokens = _count_text(self.rule, _dumps(definition))
+        rendered = openai_tool_text(definition) if self.rule.bound is None else None
+        tokens = _count_text(self.rule, rendered if rendered is not None else _dumps(definition))
         ttl = _marker(tool)
         return tokens, ((tokens, ttl),) if ttl is not None else ()
 
@@ -378,7 +380,10 @@ def _chat(
 
     if tools:
         bound = counter.rule.bound
-        total += TOOLS_OVERHEAD_TOKENS if bound is None else bound.tools_prompt
+        if bound is None:
+            total += TOOLS_OVERHEAD_TOKENS
+        else:
+            total += bound.tools_prompt + bound.per_tool * len(tools)
         for tool in tools:
             add(counter.memo("tool", tool, counter.tool))
     if system:

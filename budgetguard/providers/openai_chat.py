@@ -15,7 +15,13 @@ from typing import Any
 
 from .._core.records import LLMRequest
 from .._core.usage import PriceContext, Usage, UsageDetails
-from ..pricing.tokens import TOOLS_OVERHEAD_TOKENS
+from ..pricing.calibration import (
+    CLAUDE_FORCED_TOOL_TOKENS,
+    CLAUDE_THINKING_TOKENS,
+    bound_for,
+    family_of,
+)
+from ..pricing.tokens import TOOLS_OVERHEAD_TOKENS, encoding_for
 from .base import Surface
 from .fields import (
     check_block,
@@ -35,6 +41,7 @@ from .tracking import StreamTracker
 __all__ = [
     "ADAPTER",
     "HARMONY_TOKENS",
+    "MESSAGE_SLACK_TOKENS",
     "OPENAI_SLACK_TOKENS",
     "STRICT_TOOLS_TOKENS",
     "TOOLS_PREAMBLE_TOKENS",
@@ -137,25 +144,50 @@ def _extra_text(kwargs: Mapping[str, Any]) -> tuple[str, ...]:
 
 
 TOOLS_PREAMBLE_TOKENS = 50
-"""OpenAI's tool-calling preamble beyond the schemas' JSON (gpt-5 models: up to 44 more
-than the JSON + 20 count on recorded calls)."""
+"""The tool-calling preamble of models OpenAI does not render (open models behind
+compatible hosts, counted as the schemas' JSON + 20): up to 44 on recorded calls."""
 STRICT_TOOLS_TOKENS = 180
-"""Strict function schemas add more (a one-tool strict request billed 160 above it)."""
+"""Strict function schemas there add more (a one-tool strict request billed 160 above)."""
+OPENAI_TOOL_PREAMBLES = {
+    # (responses API, gpt-5 family, strict) -> tokens above the rendered declarations + 20,
+    # the most any recorded call needed (docs/evidence/token-bounds.md)
+    (False, False, False): 25,
+    (False, False, True): 25,
+    (False, True, False): 90,
+    (False, True, True): 90,
+    (True, False, False): 20,
+    (True, False, True): 220,
+    (True, True, False): 0,
+    (True, True, True): 90,
+}
+"""OpenAI's own models read function tools rendered as TypeScript declarations
+(``pricing.tool_text``); what the tool prompt adds around them, by API and model family.
+On Responses a tool is strict unless it says ``strict: false``."""
 
 
 OPENAI_SLACK_TOKENS = 2
 """Recorded gpt-5 chats with assistant turns bill 1 token above OpenAI's documented
 per-message count (and Responses calls likewise)."""
+MESSAGE_SLACK_TOKENS = 1
+"""Per message, above the documented 3: gpt-5.4 with content lists billed 3 above the count
+over 7 messages, gpt-3.5 with an assistant tool call 2 over 2."""
+O1_HEADER_TOKENS = 6
+"""o1-mini / o1-preview: one of two recorded calls billed 5 above the count."""
 
 
-def tools_overhead(tools: object) -> int:
-    """What OpenAI's tool-calling prompt adds above the tool schemas' JSON."""
+def tools_overhead(tools: object, model: object, *, responses: bool = False) -> int:
+    """What the tool-calling prompt adds above the tool definitions as counted."""
     if not isinstance(tools, list | tuple) or not tools:
         return 0
     strict = any(
-        get(tool, "strict") is True or get(get(tool, "function"), "strict") is True
+        get(tool, "strict") is True
+        or get(get(tool, "function"), "strict") is True
+        or (responses and get(tool, "type") == "function" and get(tool, "strict") is None)
         for tool in tools
-    )
+    )  # Responses function tools are strict unless they say otherwise
+    if isinstance(model, str) and encoding_for(model) is not None:
+        gpt5 = model.rsplit("/", 1)[-1].removeprefix("openai.").startswith("gpt-5")
+        return OPENAI_TOOL_PREAMBLES[(responses, gpt5, strict)]
     return STRICT_TOOLS_TOKENS if strict else TOOLS_PREAMBLE_TOKENS
 
 
@@ -175,6 +207,8 @@ def _unbounded(kwargs: Mapping[str, Any]) -> tuple[str, ...]:
     model = kwargs.get("model")
     if isinstance(model, str) and "compound" in model.lower():
         found.append("a compound system that runs tools")
+    if kwargs.get("preset"):
+        found.append("a gateway preset (a stored prompt)")
     return tuple(found)
 
 
@@ -183,11 +217,37 @@ def template_tokens(model: object) -> int:
     return HARMONY_TOKENS if isinstance(model, str) and "gpt-oss" in model.lower() else 0
 
 
+def _claude_behind_gateway(kwargs: Mapping[str, Any], model: str) -> int:
+    """A Claude model on an OpenAI-compatible host keeps Claude's prompts: thinking, and a
+    ``response_format`` the gateway turns into a forced tool (its tool-use prompt)."""
+    overhead = 0
+    response_format = kwargs.get("response_format")
+    if isinstance(response_format, Mapping) and response_format.get("type") != "text":
+        overhead += bound_for(model).tools_prompt + CLAUDE_FORCED_TOOL_TOKENS
+    if (
+        kwargs.get("reasoning")
+        or kwargs.get("reasoning_effort")
+        or kwargs.get("thinking")
+        or model.endswith(":thinking")
+    ):
+        overhead += CLAUDE_THINKING_TOKENS
+    return overhead
+
+
 def _overhead(kwargs: Mapping[str, Any]) -> int:
-    overhead = OPENAI_SLACK_TOKENS + tools_overhead(kwargs.get("tools"))
-    overhead += template_tokens(kwargs.get("model"))
+    overhead = OPENAI_SLACK_TOKENS + tools_overhead(kwargs.get("tools"), kwargs.get("model"))
+    messages = kwargs.get("messages")
+    if isinstance(messages, list | tuple):
+        overhead += MESSAGE_SLACK_TOKENS * len(messages)
+    model = kwargs.get("model")
+    overhead += template_tokens(model)
     if kwargs.get("functions"):
         overhead += TOOLS_OVERHEAD_TOKENS + TOOLS_PREAMBLE_TOKENS
+    if isinstance(model, str):
+        if model.rsplit("/", 1)[-1].startswith("o1"):
+            overhead += O1_HEADER_TOKENS
+        if family_of(model) == "claude":
+            overhead += _claude_behind_gateway(kwargs, model)
     return overhead
 
 

@@ -34,6 +34,7 @@ from .fields import (
     usage_of,
 )
 from .openai_chat import (
+    MESSAGE_SLACK_TOKENS,
     OPENAI_SLACK_TOKENS,
     request_context,
     service_tier_context,
@@ -69,17 +70,33 @@ def openai_responses_usage(response: object, path: str = "response") -> Usage:
 
 EMPTY_TOOLS_TOKENS = 20
 """``tools=[]`` on Responses: 16 tokens above the same call without it, recorded."""
-TOOL_SEARCH_TOKENS = 300
-"""Tool search and namespaced tools (``defer_loading``) add a prompt: up to 267 measured."""
+TOOL_SEARCH_TOKENS = 470
+"""Tool search and namespaced tools (``defer_loading``) add a prompt: up to 450 above the
+rendered declarations on recorded calls."""
 STRING_INPUT_WRAPPER = 7
 """Tokens a string ``input`` costs above its text (measured: 7 on every recorded call)."""
 
 
+def _added_tools(kwargs: Mapping[str, Any]) -> list[object]:
+    """Tools an ``additional_tools`` input item brings in mid-conversation."""
+    items = kwargs.get("input")
+    found: list[object] = []
+    for item in items if isinstance(items, list | tuple) else ():
+        if get(item, "type") == "additional_tools":
+            found.extend(get(item, "tools") or ())
+    return found
+
+
 def _overhead(kwargs: Mapping[str, Any]) -> int:
     # A string input is sent as one user message: its wrapper is billed too.
-    overhead = OPENAI_SLACK_TOKENS + tools_overhead(kwargs.get("tools"))
-    if isinstance(kwargs.get("input"), str):
+    added = _added_tools(kwargs)
+    every = [*(kwargs.get("tools") or ()), *added]
+    overhead = OPENAI_SLACK_TOKENS + tools_overhead(every, kwargs.get("model"), responses=True)
+    given = kwargs.get("input")
+    if isinstance(given, str):
         overhead += STRING_INPUT_WRAPPER
+    elif isinstance(given, list | tuple):
+        overhead += MESSAGE_SLACK_TOKENS * len(given)
     overhead += template_tokens(kwargs.get("model"))
     tools = kwargs.get("tools")
     if isinstance(tools, list | tuple) and not tools:
@@ -136,6 +153,10 @@ def _hidden_input(kwargs: dict[str, Any]) -> dict[str, Any]:
             hidden = seen
     if kwargs.get("conversation"):
         unbounded.append("conversation state")
+    reasoning = kwargs.get("reasoning")
+    if isinstance(reasoning, Mapping) and reasoning.get("mode") not in (None, "default"):
+        # "pro" billed 1,549 input tokens for a 19-token question: a prompt of its own
+        unbounded.append(f"reasoning mode {reasoning.get('mode')!r}")
     items = kwargs.get("input")
     if isinstance(items, list | tuple) and any(get(i, "type") == "reasoning" for i in items):
         unbounded.append("reasoning items (a previous turn's reasoning is billed again)")

@@ -1,0 +1,93 @@
+"""OpenAI function tools rendered as the model reads them (``pricing.tool_text``)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from budgetguard.pricing.tool_text import openai_tool_text
+
+WEATHER: dict[str, Any] = {
+    "name": "get_weather",
+    "description": "Get the weather.",
+    "parameters": {
+        "type": "object",
+        "properties": {
+            "city": {"type": "string", "description": "The city."},
+            "unit": {"type": "string", "enum": ["c", "f"]},
+            "days": {"type": "array", "items": {"type": "integer"}},
+            "where": {"type": "object", "properties": {"lat": {"type": "number"}}},
+        },
+        "required": ["city"],
+        "additionalProperties": False,
+    },
+}
+
+
+def test_a_chat_tool_renders_as_a_typescript_declaration() -> None:
+    assert openai_tool_text({"type": "function", "function": WEATHER}) == "\n".join(
+        [
+            "// Get the weather.",
+            "type get_weather = (_: {",
+            "// The city.",
+            "city: string,",
+            'unit?: "c" | "f",',
+            "days?: number[],",
+            "where?: {",
+            "  lat?: number,",
+            "},",
+            "}) => any;",
+        ]
+    )
+
+
+def test_a_responses_tool_renders_the_same() -> None:
+    chat = openai_tool_text({"type": "function", "function": WEATHER})
+    assert openai_tool_text({"type": "function", **WEATHER}) == chat
+
+
+def test_what_the_rendering_cannot_express_is_kept_as_json() -> None:
+    tool = {
+        "type": "function",
+        "name": "pick",
+        "parameters": {
+            "type": "object",
+            "properties": {"choice": {"anyOf": [{"type": "string"}, {"type": "null"}]}},
+            "$defs": {"Big": {"type": "object", "description": "kept"}},
+        },
+    }
+    text = openai_tool_text(tool)
+    assert text is not None
+    assert '"anyOf"' in text and '"$defs"' in text and "kept" in text
+
+
+def test_a_tool_without_parameters_is_a_bare_function() -> None:
+    assert openai_tool_text({"type": "function", "name": "ping"}) == "type ping = () => any;"
+
+
+def test_other_tools_are_left_to_json() -> None:
+    assert openai_tool_text({"type": "web_search"}) is None
+    assert openai_tool_text({"type": "custom", "name": "grammar"}) is None
+    assert openai_tool_text({"type": "function", "function": {"description": "no name"}}) is None
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(parameters=_json, properties=_json, required=_json)
+def test_a_malformed_schema_never_crashes_the_rendering(
+    parameters: Any, properties: Any, required: Any
+) -> None:
+    schema = {"type": "object", "properties": properties, "required": required}
+    for value in (parameters, schema, {"type": "object", "properties": {"x": parameters}}):
+        text = openai_tool_text({"type": "function", "name": "f", "parameters": value})
+        assert text is not None and text.startswith("type f")
+        json.dumps(text)
