@@ -34,12 +34,15 @@ from dataclasses import dataclass, replace
 
 __all__ = [
     "CLAUDE_2026",
+    "CLAUDE_FORCED_TOOL_TOKENS",
     "CLAUDE_LEGACY",
+    "CLAUDE_THINKING_TOKENS",
     "GEMINI",
     "OTHER",
     "Bound",
     "bound_for",
     "claude_high_resolution",
+    "claude_keeps_thinking",
     "family_of",
 ]
 
@@ -64,13 +67,25 @@ class Bound:
     request_prompt: int = 0
     """Tokens a host's chat template adds to every request whatever it holds (Llama 3's
     default system header with its dates)."""
+    per_tool: int = 0
+    """Tokens each tool definition costs above its JSON (Claude renders every tool in a
+    wrapper of its own)."""
 
 
-CLAUDE_LEGACY = Bound("claude-legacy", (13, 10), (2, 1), (1, 4), 0, 520)
+CLAUDE_LEGACY = Bound("claude-legacy", (13, 10), (2, 1), (1, 4), 0, 520, per_tool=20)
 """Claude 2, 3.x and 4.0-4.6. Tool-use system prompt: Anthropic documents 346 tokens for
-Claude 4.x and 3.7; recorded calls of Sonnet 4, 4.5, 4.6 and Haiku 4.5 bill up to 152 more."""
-CLAUDE_2026 = Bound("claude-2026", (21, 10), (21, 10), (2, 5), 0, 730)
-"""Claude Opus 4.7 and later. Tool-use prompt: 346 scaled by the 2.1 text factor."""
+Claude 4.x and 3.7; recorded calls of Sonnet 4, 4.5, 4.6 and Haiku 4.5 bill up to 152 more.
+Each tool: 15 one-line tools on Sonnet 4.5 billed 231 above their JSON and that prompt."""
+CLAUDE_2026 = Bound("claude-2026", (21, 10), (21, 10), (2, 5), 0, 730, per_tool=42)
+"""Claude Opus 4.7 and later. Tool-use prompt and per-tool wrapper: the legacy figures
+scaled by the 2.1 text factor."""
+CLAUDE_THINKING_TOKENS = 40
+"""Extended thinking adds a few tokens to Claude's prompt: 25 on most recorded calls, on
+Anthropic's API and behind gateways (OpenRouter ``reasoning``, Snowflake)."""
+CLAUDE_FORCED_TOOL_TOKENS = 80
+"""``tool_choice`` any / tool costs more than auto: up to 66 more tokens on recorded calls.
+Gateways that give Claude a ``response_format`` force a tool to get it (Databricks,
+Snowflake): the tool-use prompt plus this."""
 GEMINI = Bound("gemini", (6, 5), (6, 5), (1, 4), 1, 20)
 OTHER = Bound("other", (7, 5), (7, 5), (1, 3), 1, 20, 40)
 """Models behind OpenAI-compatible hosts: 40 tokens of template per request covers the
@@ -81,6 +96,9 @@ _OTHER_TOOL_PROMPTS = (  # the tool-calling template of open models, from record
     ("mistral", 200),
     ("deepseek", 200),
     ("qwen", 200),
+)
+_OTHER_REQUEST_PROMPTS = (  # the template every request gets, where 40 is not enough
+    ("deepseek-v4", 80),  # api.deepseek.com's Responses calls: 67-73 above the messages
 )
 
 _CLAUDE_TOOL_PROMPTS = (  # Anthropic's table, by model prefix (the largest of auto / any)
@@ -129,6 +147,14 @@ def claude_high_resolution(model: str) -> bool:
     return version is None or version >= (4, 7)
 
 
+def claude_keeps_thinking(model: str) -> bool:
+    """Whether earlier turns' thinking blocks stay in the billed context: Claude before
+    Opus 4.5 strips them (Anthropic's context-window docs), later ones keep them; a model
+    whose version cannot be read keeps them (the dearer assumption)."""
+    version = _claude_version(_normal(model))
+    return version is None or version >= (4, 5)
+
+
 def bound_for(model: str) -> Bound:
     """The text bound of a non-OpenAI ``model``."""
     family = family_of(model)
@@ -136,10 +162,16 @@ def bound_for(model: str) -> Bound:
         return GEMINI
     if family != "claude":
         name = _normal(model)
+        bound = OTHER
         for prefix, tokens in _OTHER_TOOL_PROMPTS:
             if prefix in name:
-                return replace(OTHER, tools_prompt=tokens)
-        return OTHER
+                bound = replace(bound, tools_prompt=tokens)
+                break
+        for prefix, tokens in _OTHER_REQUEST_PROMPTS:
+            if prefix in name:
+                bound = replace(bound, request_prompt=tokens)
+                break
+        return bound
     name = _normal(model)
     if claude_high_resolution(name):
         return CLAUDE_2026

@@ -16,6 +16,11 @@ from typing import Any, Literal
 
 from .._core.records import LLMRequest
 from .._core.usage import PriceContext, Usage, UsageDetails
+from ..pricing.calibration import (
+    CLAUDE_FORCED_TOOL_TOKENS,
+    CLAUDE_THINKING_TOKENS,
+    claude_keeps_thinking,
+)
 from .base import Surface
 from .fields import (
     ServerTools,
@@ -133,8 +138,20 @@ class AnthropicStreamTracker(StreamTracker):
         return anthropic_usage(merged, "message_delta.usage")
 
 
-_SERVER_TOOLS = ("web_search_", "web_fetch_", "code_execution_", "tool_search_tool_")
-"""Tool types Anthropic runs itself: their results come back as billed input."""
+_SERVER_TOOLS = ("web_search_", "web_fetch_", "code_execution_", "tool_search_tool_", "advisor_")
+"""Tool types Anthropic runs itself: their results come back as billed input (the advisor
+runs another model on the conversation: 1,262 more input tokens on a recorded call)."""
+CLIENT_TOOL_TOKENS = (
+    ("bash_", 245),
+    ("text_editor_", 700),
+    ("str_replace_", 700),
+    ("computer_", 1_240),
+    ("memory_", 1_100),
+)
+"""Anthropic-defined tools the client runs: each adds a prompt of its own beyond the
+tool-use system prompt. Anthropic documents bash 245, text editor 700, computer use 735
+plus a 466-499 token system prompt; the memory tool billed up to 1,030 on recorded calls."""
+_CLIENT_TOOLS = tuple(prefix for prefix, _ in CLIENT_TOOL_TOKENS)
 
 
 def server_tools(kwargs: Mapping[str, Any]) -> ServerTools:
@@ -144,7 +161,10 @@ def server_tools(kwargs: Mapping[str, Any]) -> ServerTools:
     unbounded: list[str] = []
     for tool in kwargs.get("tools") or ():
         kind = get(tool, "type")
-        if not isinstance(kind, str) or not kind.startswith(_SERVER_TOOLS):
+        if not isinstance(kind, str) or kind == "custom" or kind.startswith(_CLIENT_TOOLS):
+            continue
+        if not kind.startswith(_SERVER_TOOLS):  # a tool type newer than this release
+            unbounded.append(f"tool type {kind!r} (not known to budgetguard)")
             continue
         limit = limit_arg(get(tool, "max_uses"))
         if kind.startswith("code_execution_"):  # no use limit exists: output unbounded
@@ -166,17 +186,23 @@ def server_tools(kwargs: Mapping[str, Any]) -> ServerTools:
     return ServerTools(uses, searches, tuple(unbounded), content)
 
 
+def _client_tools(tools: object) -> int:
+    """The prompts Anthropic-defined client tools (bash, text editor, computer, memory) add."""
+    total = 0
+    for tool in tools if isinstance(tools, list | tuple) else ():
+        kind = get(tool, "type")
+        if isinstance(kind, str):
+            total += next((n for prefix, n in CLIENT_TOOL_TOKENS if kind.startswith(prefix)), 0)
+    return total
+
+
 STRUCTURED_OUTPUT_TOKENS = 420
 """Structured outputs (``output_format``, ``output_config.format``) add a prompt of their
 own around the schema: up to 391 tokens beyond the schema text on recorded calls."""
-THINKING_TOKENS = 40
-"""Extended thinking adds a few tokens to the prompt (25 on most recorded calls)."""
 CONTEXT_EDIT_TOKENS = 100
 """``context_management`` (compaction, tool-result clearing) adds a prompt: 70 measured."""
 TASK_BUDGET_TOKENS = 40
 """``output_config.task_budget`` adds a prompt: 32-33 measured."""
-FORCED_TOOL_TOKENS = 80
-"""``tool_choice`` any / tool costs more than auto: up to 66 more tokens on recorded calls."""
 
 
 def _format_schema(kwargs: Mapping[str, Any]) -> tuple[str, ...]:
@@ -192,15 +218,20 @@ def _overhead(kwargs: Mapping[str, Any]) -> int:
     overhead = STRUCTURED_OUTPUT_TOKENS if _format_schema(kwargs) else 0
     thinking = kwargs.get("thinking")
     if isinstance(thinking, Mapping) and thinking.get("type") in ("enabled", "adaptive"):
-        overhead += THINKING_TOKENS
+        overhead += CLAUDE_THINKING_TOKENS
     choice = kwargs.get("tool_choice")
     if (
         kwargs.get("tools")
         and isinstance(choice, Mapping)
         and choice.get("type") in ("any", "tool")
     ):
-        overhead += FORCED_TOOL_TOKENS
-    return overhead
+        overhead += CLAUDE_FORCED_TOOL_TOKENS
+    if kwargs.get("context_management"):
+        overhead += CONTEXT_EDIT_TOKENS
+    config = kwargs.get("output_config")
+    if isinstance(config, Mapping) and config.get("task_budget"):
+        overhead += TASK_BUDGET_TOKENS
+    return overhead + _client_tools(kwargs.get("tools"))
 
 
 _MIN_THINKING = 1024
@@ -213,6 +244,29 @@ def _thinking_budget(kwargs: Mapping[str, Any]) -> int | None:
         budget = thinking.get("budget_tokens")
         return budget if isinstance(budget, int) else None
     return None
+
+
+_THINKING_BLOCKS = ("thinking", "redacted_thinking")
+
+
+def _billed_messages(messages: list[Any] | None, model: str) -> list[Any] | None:
+    """The messages as billed: models before Opus 4.5 drop the thinking blocks of earlier
+    turns; only the last assistant turn's, when it calls a tool (the loop in progress),
+    stay in the context."""
+    if not messages or claude_keeps_thinking(model):
+        return messages
+    turns = [i for i, m in enumerate(messages) if get(m, "role") == "assistant"]
+    billed: list[Any] = []
+    for index, message in enumerate(messages):
+        content = get(message, "content")
+        if isinstance(content, list) and any(get(b, "type") in _THINKING_BLOCKS for b in content):
+            calls = any(get(block, "type") == "tool_use" for block in content)
+            if not (index == turns[-1] and calls):
+                kept = [block for block in content if get(block, "type") not in _THINKING_BLOCKS]
+                billed.append({**message, "content": kept})
+                continue
+        billed.append(message)
+    return billed
 
 
 def _cache_ttl(cache_control: object) -> Literal["5m", "1h"] | None:
@@ -237,9 +291,10 @@ class AnthropicMessages:
     stream_usage_option = False
 
     def request(self, kwargs: dict[str, Any]) -> LLMRequest:
+        model = model_arg(kwargs, "messages.create")
         return LLMRequest(
-            model=model_arg(kwargs, "messages.create"),
-            messages=items_arg(kwargs, "messages"),
+            model=model,
+            messages=_billed_messages(items_arg(kwargs, "messages"), model),
             system=system_arg(kwargs.get("system")),
             tools=items_arg(kwargs, "tools"),
             max_tokens=int_arg(kwargs, "max_tokens"),
