@@ -19,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from budgetguard.pricing import media
+from budgetguard.pricing.durations import seconds_of
 from budgetguard.pricing.images import image_tokens, is_image_part
 from budgetguard.pricing.media import (
     UNKNOWN_MEDIA_TOKENS,
@@ -243,7 +244,7 @@ def test_claude_page_is_its_largest_image_plus_its_text() -> None:
     part = anthropic_pdf(pdf(3, "Apples and pears"))
     text = count_text_tokens(CLAUDE, "\n".join(["Apples and pears"] * 3))
     image = image_tokens(CLAUDE, {"type": "image"}, family="claude")
-    assert image == 1576
+    assert image == 1588
     assert (
         media_tokens(CLAUDE, part, family="claude", text_tokens=text_of(CLAUDE))
         == 3 * (image + 16) + text + 40
@@ -259,7 +260,7 @@ def test_without_a_text_counter_text_counts_a_token_a_byte() -> None:
 def test_unreadable_pdf_text_gets_anthropics_per_page_allowance() -> None:
     raw = pdf(2).replace(b"/Length", b"/Filter /LZWDecode /Length")
     assert media._read_pdf(raw) == (2, None, ((612.0, 792.0),))
-    assert media_tokens(CLAUDE, anthropic_pdf(raw), family="claude") == 2 * (1576 + 16 + 3000) + 40
+    assert media_tokens(CLAUDE, anthropic_pdf(raw), family="claude") == 2 * (1588 + 16 + 3000) + 40
 
 
 def test_openai_page_image_and_text() -> None:
@@ -293,8 +294,8 @@ def test_gpt_4o_mini_pages_cost_as_gpt_4o_in_chat_but_not_in_responses() -> None
         ("gemini-3-flash-preview", {}, 1120),
         ("gemini-3-pro-preview", {"media_resolution": {"level": "MEDIA_RESOLUTION_LOW"}}, 280),
         ("gemini-3-pro-preview", {"mediaResolution": "MEDIA_RESOLUTION_ULTRA_HIGH"}, 2240),
-        ("gemini-2.0-flash", {}, 3096),
-        ("models/gemini-flash-latest", {}, 3096),
+        ("gemini-2.0-flash", {}, 3354),
+        ("models/gemini-flash-latest", {}, 3354),
     ],
 )
 def test_gemini_pages(model: str, extra: dict[str, Any], per_page: int) -> None:
@@ -308,7 +309,7 @@ def test_gemini_pages(model: str, extra: dict[str, Any], per_page: int) -> None:
 @pytest.mark.parametrize("seconds", [0.2, 1.0, 6.96, 61.5])
 def test_wav_duration(seconds: float) -> None:
     raw = wav(seconds)
-    assert media._seconds(raw) == pytest.approx(seconds)
+    assert seconds_of(raw) == pytest.approx(seconds)
     assert media_tokens("gpt-4o-audio-preview", input_audio(raw), family="openai") == (
         math.ceil(seconds * 10) + 4
     )
@@ -317,29 +318,29 @@ def test_wav_duration(seconds: float) -> None:
 
 
 def test_streamed_wav_sizes_count_the_bytes_present() -> None:
-    assert media._seconds(wav(2.0, size=0xFFFFFFFF)) == pytest.approx(2.0)
-    assert media._seconds(wav(2.0, size=0)) == pytest.approx(2.0)
-    assert media._seconds(wav(2.0, size=64_000 * 3)) == pytest.approx(6.0)  # declared: dearer
+    assert seconds_of(wav(2.0, size=0xFFFFFFFF)) == pytest.approx(2.0)
+    assert seconds_of(wav(2.0, size=0)) == pytest.approx(2.0)
+    assert seconds_of(wav(2.0, size=64_000 * 3)) == pytest.approx(6.0)  # declared: dearer
 
 
 def test_mp3_frames_are_walked() -> None:
     raw = mp3(100)
-    assert media._seconds(raw) == pytest.approx(100 * 1152 / 44_100)
+    assert seconds_of(raw) == pytest.approx(100 * 1152 / 44_100)
     assert media_tokens("gpt-audio", input_audio(raw, "mp3"), family="openai") == 27 + 4
     tail = raw + b"\x00" * 1000  # bytes no frame covers: 8 kbit/s
-    assert media._seconds(tail) == pytest.approx(100 * 1152 / 44_100 + 1.0)
+    assert seconds_of(tail) == pytest.approx(100 * 1152 / 44_100 + 1.0)
 
 
 def test_other_audio_is_bounded_at_6_kbit_s() -> None:
     ogg = b"OggS" + b"\x00" * 7496
-    assert media._seconds(ogg) == pytest.approx(10.0)
+    assert seconds_of(ogg) == pytest.approx(10.0)
     assert media_tokens("gemini-2.5-flash", gemini_inline(ogg, "audio/ogg"), family="gemini") == 322
 
 
 @pytest.mark.parametrize("version", [0, 1])
 def test_mp4_duration_from_mvhd(version: int) -> None:
     raw = mp4(10.027, version=version)
-    assert media._seconds(raw) == pytest.approx(10.027)
+    assert seconds_of(raw) == pytest.approx(10.027)
     part = gemini_inline(raw, "video/mp4")
     assert media_tokens("gemini-2.5-flash", part, family="gemini") == 11 * 263 + 321 + 2
     assert media_tokens("gemini-3-flash-preview", part, family="gemini") == 11 * 75 + 323
@@ -354,7 +355,7 @@ def test_video_frames_follow_video_metadata_fps() -> None:
 
 def test_video_without_a_duration_is_bounded_by_its_bytes() -> None:
     raw = box(b"ftyp", b"isom\x00\x00\x02\x00") + box(b"mdat", b"\x00" * 7476)
-    assert media._seconds(raw) == pytest.approx(10.0)  # 7,500 bytes at 6 kbit/s
+    assert seconds_of(raw) == pytest.approx(10.0)  # 7,500 bytes at 6 kbit/s
 
 
 # -- text, office, unknown sizes, malformed data -------------------------------
@@ -619,3 +620,28 @@ def test_corpus_media_calls_are_never_held_under_their_bill() -> None:
         assert counted >= max(modal, audio), item["id"]
     assert checked >= 190
     assert short == []
+
+
+def test_sound_is_held_at_the_audio_rate_where_a_model_prices_it_apart() -> None:
+    # Gemini 2.5 Flash: text $0.30 / M, audio $1.00 / M. A hold at the text rate fell short
+    # of a recorded audio call's bill (found by tests/test_corpus_replay.py).
+    import budgetguard as bg
+    from budgetguard._core.records import LLMRequest
+    from budgetguard._engine.estimate import estimate_of, rates_for
+
+    clip = base64.b64encode(wav(10.0)).decode("ascii")
+    sound = [
+        {"role": "user", "content": [{"inline_data": {"mime_type": "audio/wav", "data": clip}}]}
+    ]
+    text = [{"role": "user", "content": "x " * 400}]
+    settings = bg.current()
+    rates = rates_for(settings, LLMRequest(model="gemini-2.5-flash"), "gemini-2.5-flash")
+    assert rates.prices_audio_apart
+    for messages, per_million in ((sound, 1_000_000_000), (text, 300_000_000)):
+        request = LLMRequest(model="gemini-2.5-flash", messages=messages, max_tokens=0)
+        held = estimate_of(settings, request, "gemini-2.5-flash")
+        assert held.nanos == -(-held.input_tokens * per_million // 1_000_000)
+    # A model without an audio rate of its own is held as before.
+    gpt = rates_for(settings, LLMRequest(model="gpt-4o"), "gpt-4o")
+    assert not gpt.prices_audio_apart
+    assert gpt.worst_case(1000, 0, audio=True) == gpt.worst_case(1000, 0)

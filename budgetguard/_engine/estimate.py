@@ -17,6 +17,7 @@ from typing import Any
 from .._core.errors import ConfigurationError, UnboundedInput
 from .._core.records import Estimate, LLMRequest
 from ..pricing.calibration import bound_for, family_of
+from ..pricing.media import carries_sound
 from ..pricing.output_limits import DEFAULT_MAX_OUTPUT_TOKENS
 from ..pricing.rates import ModelRates
 from ..pricing.tokens import InputEstimate, count_text_tokens, encoding_for, estimate_input
@@ -79,6 +80,7 @@ def estimate_of(
         output * request.choices,
         cache_write_tokens=known,
         cache_write_1h_tokens=writes_1h if known is not None else 0,
+        audio=rates.prices_audio_apart and carries_sound(request.messages),
     ) + rates.search_fees(request.web_searches)
     return Estimate(
         model=model,

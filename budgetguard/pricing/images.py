@@ -21,7 +21,9 @@ Formulas, from the providers' current docs (cited in docs/pricing.md):
 - Gemini 3 and later: the media resolution's cap (280 / 560 / 1120 / 2240;
   unset means high, 1120). Earlier Gemini: 258 when both sides are at most
   384 px, else 258 per tile, tiles by the larger of the 768 px grid and the
-  crop-unit rule (a unit of ``min(w, h) / 1.5``).
+  crop-unit rule (a unit of ``min(w, h) / 1.5``), plus one tile for the whole
+  image (Gemini 2.0 billed 5 tiles for 640 x 480, 7 for 540 x 360, 13 for
+  3008 x 2000). Gemini 2.5 billed 258 for every image up to 768 px recorded.
 """
 
 from __future__ import annotations
@@ -292,7 +294,9 @@ def _openai_tokens(name: str, size: tuple[int, int] | None, detail: str) -> int:
 # -- Claude, Gemini -----------------------------------------------------------
 
 _CLAUDE_PATCH = 28
-_CLAUDE_IMAGE_WRAPPER = 8  # count_tokens of one image lands a few tokens above its patches
+_CLAUDE_IMAGE_WRAPPER = 20
+"""count_tokens of one image lands a few tokens above its patches; Claude 3.5 Haiku billed
+a 640 x 480 PNG 18 above them (the others: 8 at most)."""
 _GEMINI_LEVELS = (("ULTRA", 2240), ("HIGH", 1120), ("MEDIUM", 560), ("LOW", 280))
 
 
@@ -336,6 +340,11 @@ def _gemini_major(name: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def _gemini_minor(name: str) -> int:
+    match = re.search(r"gemini-\d+\.(\d+)", name)
+    return int(match.group(1)) if match else 0
+
+
 def _resolution(part: Mapping[str, object]) -> str:
     value = part.get("media_resolution") or part.get("mediaResolution")
     if isinstance(value, Mapping):
@@ -350,14 +359,17 @@ def _gemini_tokens(name: str, size: tuple[int, int] | None, part: Mapping[str, o
     if major is not None and major >= 3:
         return modern
     if size is None:
-        legacy = 258 * 12  # 12 tiles: any aspect ratio up to 4:1 under the crop-unit rule
+        legacy = 258 * 13  # 12 tiles (any aspect ratio up to 4:1) and the whole-image view
     elif size[0] <= 384 and size[1] <= 384:
         legacy = 258
+    elif major == 2 and _gemini_minor(name) >= 5 and max(size) <= 768:
+        legacy = 258  # Gemini 2.5 billed 258 for every image recorded, up to 640 x 566
     else:
         width, height = size
         unit = max(1, math.floor(min(width, height) / 1.5))
         grid = math.ceil(width / 768) * math.ceil(height / 768)
-        legacy = 258 * max(grid, math.ceil(width / unit) * math.ceil(height / unit))
+        crops = max(grid, math.ceil(width / unit) * math.ceil(height / unit))
+        legacy = 258 * (crops + 1)  # the tiles and one view of the whole image
     return legacy if major is not None else max(legacy, modern)
 
 

@@ -38,9 +38,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from .durations import MP3_SYNC, seconds_of
 from .images import image_tokens
 
-__all__ = ["UNKNOWN_MEDIA_TOKENS", "is_media_part", "media_tokens", "unbounded_reason"]
+__all__ = [
+    "UNKNOWN_MEDIA_TOKENS",
+    "carries_sound",
+    "is_media_part",
+    "media_tokens",
+    "unbounded_reason",
+]
 
 UNKNOWN_MEDIA_TOKENS = 2_000_000
 """A part of unknown size with no context window given: the largest window any model has."""
@@ -54,11 +61,8 @@ _PAGE_WRAPPER = 16  # per page (Claude, OpenAI)
 _DOC_WRAPPER = 40  # per document: an empty Claude page bills ~30 over its image
 _OPENAI_AUDIO = (10, 4)  # tokens a second, and per clip (rounding and a 3-token wrapper)
 _GEMINI_AUDIO = (32, 2)  # 2.5 bills 33 for 1.000 s
-_FLOOR_RATE = 750  # bytes a second: 6 kbit/s
-_MP3_FLOOR_RATE = 1_000  # 8 kbit/s
 _FRAME_EXTRA = 5  # Gemini 2.5 bills 263 a frame where the docs say 258
 _INFLATE_BUDGET = 64 << 20  # bytes inflated per file before giving up on reading more
-_MP3 = re.compile(rb"ID3|\xff[\xe0-\xff]")  # an ID3 tag or a frame's sync bits
 _TEXT_MIMES = ("text/", "application/json", "application/xml", "application/javascript")
 
 
@@ -109,6 +113,15 @@ def _describe(part: Mapping[str, Any]) -> _Media | None:
             return _Media(kind, source.get("data"), label=label)
         where = {"url": "URL", "file": "file id"}.get(form, "reference")
         return _Media("pdf", reason=f"a document by {where}", label=label)
+    if kind in ("video_url", "audio_url"):  # OpenRouter, vLLM: a data URL or a link
+        holder = part.get(kind)
+        url = holder.get("url") if isinstance(holder, Mapping) else holder
+        media = "video" if kind == "video_url" else "audio"
+        if isinstance(url, str) and url.startswith("data:"):
+            return _Media(media, url)
+        return _Media(media, reason=f"{'a video' if media == 'video' else 'an audio file'} by URL")
+    if kind == "document_url":  # Mistral: the host fetches the document itself
+        return _Media("pdf", reason="a document by URL", label=str(part.get("document_name") or ""))
     if kind == "input_audio":
         audio = part.get("input_audio")
         audio = audio if isinstance(audio, Mapping) else part
@@ -140,6 +153,19 @@ def is_media_part(part: Mapping[str, Any]) -> bool:
     return _describe(part) is not None
 
 
+def carries_sound(value: object) -> bool:
+    """Whether a request value holds an audio or video part (or a file that may be one):
+    sound some models bill at a dearer rate than text."""
+    if isinstance(value, Mapping):
+        media = _describe(value)
+        if media is not None:
+            return media.kind in ("audio", "video", "file")
+        return any(carries_sound(item) for item in value.values())
+    if isinstance(value, list | tuple):
+        return any(carries_sound(item) for item in value)
+    return False
+
+
 def unbounded_reason(part: Mapping[str, Any]) -> str | None:
     """Why a media part's size is unknown before the call ("a document by URL"), else ``None``."""
     media = _describe(part)
@@ -168,7 +194,7 @@ def _sniff(raw: bytes, data: object, filename: str) -> str:
     head = raw[:1024]
     if b"%PDF-" in head:
         return "pdf"
-    if (head[:4] == b"RIFF" and head[8:12] == b"WAVE") or _MP3.match(head):
+    if (head[:4] == b"RIFF" and head[8:12] == b"WAVE") or MP3_SYNC.match(head):
         return "audio"
     if head[4:8] == b"ftyp":
         return "video"
@@ -321,86 +347,6 @@ def _pdf_tokens(pdf: _Pdf, media: _Media, part: Mapping[str, Any], ask: _Ask) ->
     return pages * (image + _PAGE_WRAPPER) + read + _DOC_WRAPPER
 
 
-_MP3_RATES = {3: (44100, 48000, 32000), 2: (22050, 24000, 16000), 0: (11025, 12000, 8000)}
-_MP3_KBPS = {  # Layers II and III (Layer I is not walked: 8 kbit/s), by MPEG-1 and index
-    (True, 2): (0, 32, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384),
-    (True, 1): (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320),
-    (False, 1): (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),
-}
-
-
-def _mp3_seconds(raw: bytes) -> float:
-    """Seconds of the MP3 frames walked from the start; bytes not walked at 8 kbit/s."""
-    index, seconds = 0, 0.0
-    if raw[:3] == b"ID3" and len(raw) >= 10:
-        index = 10 + sum((raw[6 + i] & 0x7F) << (21 - 7 * i) for i in range(4))
-    while index + 4 <= len(raw):
-        header = int.from_bytes(raw[index : index + 4], "big")
-        version, layer = (header >> 19) & 3, (header >> 17) & 3
-        rate, slot, padding = (header >> 12) & 15, (header >> 10) & 3, (header >> 9) & 1
-        if header >> 21 != 0x7FF or version == 1 or layer in (0, 3) or rate in (0, 15) or slot == 3:
-            break
-        mpeg1 = version == 3
-        bits = _MP3_KBPS[(mpeg1, layer if mpeg1 else 1)][rate] * 1000
-        sample_rate = _MP3_RATES[version][slot]
-        samples = 1152 if layer == 2 or mpeg1 else 576
-        size = samples // 8 * bits // sample_rate + padding
-        seconds += samples / sample_rate
-        index += max(size, 4)
-    return seconds + max(0, len(raw) - index) / _MP3_FLOOR_RATE
-
-
-def _wav_seconds(raw: bytes) -> float | None:
-    index, byte_rate = 12, 0
-    while index + 8 <= len(raw):
-        chunk, size = raw[index : index + 4], int.from_bytes(raw[index + 4 : index + 8], "little")
-        if chunk == b"fmt " and index + 20 <= len(raw):
-            byte_rate = int.from_bytes(raw[index + 16 : index + 20], "little")
-        elif chunk == b"data" and byte_rate > 0:
-            present = len(raw) - index - 8
-            return (present if size in (0, 0xFFFFFFFF) else max(size, present)) / byte_rate
-        index += 8 + size + (size & 1)
-    return None
-
-
-def _mp4_seconds(raw: bytes) -> float | None:
-    """The longest of the movie's and its tracks' durations (``mvhd``, ``mdhd`` boxes)."""
-    found: list[float] = []
-    stack = [(0, len(raw))]
-    while stack:
-        index, end = stack.pop()
-        while index + 8 <= end:
-            size, box = int.from_bytes(raw[index : index + 4], "big"), raw[index + 4 : index + 8]
-            head = 8
-            if size == 1 and index + 16 <= end:
-                size, head = int.from_bytes(raw[index + 8 : index + 16], "big"), 16
-            size = end - index if size == 0 else size
-            if size < head:
-                break
-            if box in (b"moov", b"trak", b"mdia"):
-                stack.append((index + head, min(index + size, end)))
-            elif box in (b"mvhd", b"mdhd"):
-                layout = ">QQIQ" if raw[index + head : index + head + 1] == b"\x01" else ">IIII"
-                if index + head + 4 + struct.calcsize(layout) <= end:
-                    _, _, scale, length = struct.unpack_from(layout, raw, index + head + 4)
-                    if scale and length not in (0xFFFFFFFF, 0xFFFFFFFFFFFFFFFF):
-                        found.append(length / scale)
-            index += size
-    return max(found) if found else None
-
-
-def _seconds(raw: bytes) -> float:
-    """Seconds of audio or video: from a WAV, MP4 or MP3 header, else at 6 kbit/s."""
-    found: float | None = None
-    if raw[:4] == b"RIFF" and raw[8:12] == b"WAVE":
-        found = _wav_seconds(raw)
-    elif raw[4:8] == b"ftyp":
-        found = _mp4_seconds(raw)
-    elif _MP3.match(raw):
-        found = _mp3_seconds(raw)
-    return found if found is not None else len(raw) / _FLOOR_RATE
-
-
 def _audio_tokens(family: str, seconds: float) -> int:
     rate, extra = _OPENAI_AUDIO if family == "openai" else _GEMINI_AUDIO
     return math.ceil(seconds * rate) + extra
@@ -489,9 +435,9 @@ def _count(media: _Media, part: Mapping[str, Any], ask: _Ask) -> int | None:
             return None
         return _pdf_tokens(pdf, media, part, ask)
     if kind == "audio":
-        return _audio_tokens(family, _seconds(raw))
+        return _audio_tokens(family, seconds_of(raw))
     if kind == "video":
-        return _video_tokens(model, _seconds(raw), part)
+        return _video_tokens(model, seconds_of(raw), part)
     if kind in ("office", "text"):
         text = _office_text(raw) if kind == "office" else raw.decode("utf-8", "replace")
         return count(text) + _DOC_WRAPPER

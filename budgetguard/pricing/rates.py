@@ -28,6 +28,16 @@ _Band = tuple[int, int, int | None, int | None, int | None, int | None]
 reasoning, one-hour cache write (``None``: no own rate)."""
 
 
+_AUDIO_INPUT_KEYS = frozenset({"input_audio_tokens", "cache_audio_read_tokens"})
+
+
+def _highest(rate: Rate) -> int:
+    """A rate's highest value over its tiers."""
+    if isinstance(rate, TieredRate):
+        return max(rate.base, *(value for _, value in rate.tiers))
+    return rate
+
+
 @dataclass(frozen=True, slots=True)
 class ModelRates:
     """One model's prices as integers, ready for the hot path.
@@ -64,6 +74,7 @@ class ModelRates:
     _worst: tuple[tuple[int, int, int, int, int], ...] = field(
         init=False, repr=False, compare=False
     )
+    _audio_in: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         rates = (
@@ -102,6 +113,8 @@ class ModelRates:
                     one_hour,
                 )
             )
+        audio = [_highest(rate) for key, rate in self.detail_rates if key in _AUDIO_INPUT_KEYS]
+        object.__setattr__(self, "_audio_in", max(audio, default=0))
         object.__setattr__(self, "_starts", starts)
         object.__setattr__(self, "_bands", tuple(bands))
         object.__setattr__(self, "_worst", tuple(worst))
@@ -150,6 +163,11 @@ class ModelRates:
         total += uncached * input_rate + output * output_rate
         return -(-total // PER_MILLION)
 
+    @property
+    def prices_audio_apart(self) -> bool:
+        """Whether audio input costs more here than any text input token."""
+        return self._audio_in > max((worst[0] for worst in self._worst), default=0)
+
     def worst_case(
         self,
         input_tokens: int,
@@ -157,6 +175,7 @@ class ModelRates:
         *,
         cache_write_tokens: int | None = None,
         cache_write_1h_tokens: int = 0,
+        audio: bool = False,
     ) -> int:
         """The most ``input_tokens`` in and ``output_tokens`` out can cost, in nano-USD.
 
@@ -168,7 +187,9 @@ class ModelRates:
         counts. Given (what the request marks for caching; 0 for none): those tokens
         at the write rate (``cache_write_1h_tokens`` of them at the one-hour rate),
         the rest at the input rate - never below ``cost`` of a usage whose writes
-        stay within the marked ones.
+        stay within the marked ones. ``audio`` (the request carries audio or video,
+        whose sound some models price apart, dearer): every input token at the
+        dearest of those rates and the text ones.
         """
         if input_tokens < 0 or output_tokens < 0:
             raise ConfigurationError(
@@ -179,7 +200,9 @@ class ModelRates:
             bisect_left(starts, input_tokens) if starts else 0
         ]
         total = output_tokens * out_rate + self.request_rate
-        if cache_write_tokens is None:
+        if audio and self._audio_in > any_in:
+            total += input_tokens * self._audio_in
+        elif cache_write_tokens is None:
             total += input_tokens * any_in
         else:
             if not 0 <= cache_write_1h_tokens <= cache_write_tokens <= input_tokens:

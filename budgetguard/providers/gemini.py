@@ -88,6 +88,7 @@ def _part(part: object) -> Mapping[str, Any]:
     if isinstance(part, str):
         return {"type": "text", "text": part}
     fields = {_snake(k): v for k, v in mapping(part).items() if v is not None}
+    fields.pop("thought_signature", None)  # counted apart: see _signature_tokens
     if isinstance(fields.get("text"), str):
         return {"type": "text", "text": fields["text"]}
     for key in ("inline_data", "file_data"):
@@ -104,6 +105,27 @@ def _part(part: object) -> Mapping[str, Any]:
         text = json.dumps(answer, default=str, ensure_ascii=False)
         return {"content": [{"type": "text", "text": text}, *(_part(p) for p in nested)]}
     return {"type": "text", "text": json.dumps(fields, default=str, ensure_ascii=False)}
+
+
+SIGNATURE_CHARS_PER_TOKEN = 4
+"""A thought signature (base64 a Gemini 3 model returns and is sent back next turn) bills
+about one token per 4.8 characters on recorded calls: held at one per 4."""
+
+
+def _signature_tokens(given: object) -> int:
+    """What the thought signatures in ``contents`` bill (never their text count: base64
+    counts several times what it bills)."""
+    total = 0
+    contents = given if isinstance(given, list | tuple) else ()
+    for content in contents:
+        parts = get(content, "parts") if not isinstance(content, str) else None
+        for part in parts if isinstance(parts, list | tuple) else ():
+            signature = get(part, "thought_signature")
+            if signature is None and isinstance(part, Mapping):
+                signature = part.get("thoughtSignature")
+            if isinstance(signature, str | bytes):
+                total += -(-len(signature) // SIGNATURE_CHARS_PER_TOKEN)
+    return total
 
 
 def _contents(given: object) -> list[Mapping[str, Any]]:
@@ -138,19 +160,66 @@ def _system(value: object) -> list[Mapping[str, Any]] | None:
     )
 
 
+def _tool_list(value: object) -> tuple[object, ...]:
+    """``tools`` as a sequence: one tool given alone (a mapping) is a list of one."""
+    if isinstance(value, list | tuple):
+        return tuple(value)
+    return (value,) if isinstance(value, Mapping) else ()
+
+
+_REF_DEPTH = 6
+
+
+def _inline_refs(value: Any, defs: Mapping[str, Any], depth: int = 0) -> Any:
+    """A JSON schema with each local ``$ref`` replaced by its definition, ``_REF_DEPTH``
+    levels deep: Gemini bills a schema with its references resolved, not as sent (a
+    recursive one, recorded, billed about what six levels of it count)."""
+    if isinstance(value, Mapping):
+        ref = value.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            target = defs.get(ref.rsplit("/", 1)[-1])
+            if isinstance(target, Mapping) and depth < _REF_DEPTH:
+                return _inline_refs(target, defs, depth + 1)
+        return {k: _inline_refs(v, defs, depth) for k, v in value.items() if k != "$defs"}
+    if isinstance(value, list):
+        return [_inline_refs(item, defs, depth) for item in value]
+    return value
+
+
+def _resolved(tool: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A tool whose declarations' schemas carry ``$defs``, with the references inlined."""
+    text = json.dumps(tool, default=str)
+    if '"$ref"' not in text:
+        return tool
+    plain = json.loads(text)
+
+    def resolve(value: Any) -> Any:
+        if isinstance(value, dict):
+            defs = value.get("$defs")
+            if isinstance(defs, Mapping):
+                return _inline_refs(value, defs)
+            return {k: resolve(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [resolve(item) for item in value]
+        return value
+
+    resolved: Mapping[str, Any] = resolve(plain)
+    return resolved
+
+
 def _tools(value: object) -> list[Mapping[str, Any]] | None:
     """Tool declarations as the model sees them; a Python function (automatic function
     calling) by its name, signature and docstring."""
-    if not isinstance(value, list | tuple):
+    if value is None:
         return None
     tools: list[Mapping[str, Any]] = []
-    for tool in value:
+    for tool in _tool_list(value):
         if callable(tool) and not hasattr(tool, "model_dump"):
             name = getattr(tool, "__name__", "tool")
             tools.append({"name": name, "doc": tool.__doc__ or "", "signature": repr(tool)})
         else:
-            tools.append(mapping(tool))
-    return tools
+            tools.append(_resolved(mapping(tool)))
+    return tools or None
 
 
 _SERVER_TOOLS = (
@@ -180,7 +249,7 @@ def _server_tools(value: object, cached: object = None) -> ServerTools:
     hidden = ("cached_content",) if cached else ()
     found = [
         name
-        for tool in (value if isinstance(value, list | tuple) else ())
+        for tool in _tool_list(value)
         if not callable(tool) or hasattr(tool, "model_dump")
         for name, setting in {_snake(str(k)): v for k, v in mapping(tool).items()}.items()
         if name in _SERVER_TOOLS and setting is not None
@@ -328,6 +397,7 @@ class GeminiGenerate:
             price_context=request_context(config),
             choices=count_arg(config.get("candidate_count")),
             extra_text=_schema(config),
+            overhead_tokens=_signature_tokens(kwargs.get("contents")),
             **_server_tools(config.get("tools"), config.get("cached_content")).request_fields(),
         )
 
