@@ -28,6 +28,7 @@ output schema (``response_format``, ``text.format``, ``output_format``,
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import json
 import os
@@ -53,6 +54,7 @@ import budgetguard as bg  # noqa: E402
 from budgetguard._core.errors import UnknownModel  # noqa: E402
 from budgetguard._core.records import LLMRequest  # noqa: E402
 from budgetguard._engine.estimate import estimate_of, input_bound  # noqa: E402
+from budgetguard.pricing.media import unbounded_reason  # noqa: E402
 from budgetguard.pricing.tokens import count_text_tokens, estimate_input  # noqa: E402
 from budgetguard.providers.anthropic import ADAPTER as ANTHROPIC  # noqa: E402
 from budgetguard.providers.gemini import GENERATE  # noqa: E402
@@ -70,15 +72,26 @@ HOME = {
 }
 
 
-def _corpus() -> Callable[[str | None], Iterator[dict[str, Any]]]:
+@functools.cache
+def _load() -> Any:
     spec = importlib.util.spec_from_file_location(
         "budgetguard_corpus_load", ROOT / "tests" / "corpus" / "load.py"
     )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    loader: Callable[[str | None], Iterator[dict[str, Any]]] = module.interactions
+    return module
+
+
+def _corpus() -> Callable[[str | None], Iterator[dict[str, Any]]]:
+    loader: Callable[[str | None], Iterator[dict[str, Any]]] = _load().interactions
     return loader
+
+
+def set_aside() -> dict[str, str]:
+    """Recordings whose bill contradicts their request (tests/corpus/load.py says why)."""
+    found: dict[str, str] = _load().SET_ASIDE
+    return found
 
 
 # --- Gemini: REST body -> google-genai kwargs ---------------------------------------
@@ -154,6 +167,19 @@ def held(settings: bg.Settings, request: LLMRequest) -> tuple[int, int, bool]:
     except UnknownModel:
         return input_bound(settings, request, request.model).tokens, counted, False
     return estimate.input_tokens, counted, True
+
+
+def unsized(value: object) -> str | None:
+    """Why a document, audio or video part of the request has no size the request shows
+    (one by URL or file id, held at the context window), else None."""
+    if isinstance(value, Mapping):
+        reason = unbounded_reason(value)
+        if reason is not None:
+            return reason
+        return next((r for item in value.values() if (r := unsized(item)) is not None), None)
+    if isinstance(value, list | tuple):
+        return next((r for item in value if (r := unsized(item)) is not None), None)
+    return None
 
 
 # --- causes ------------------------------------------------------------------------
@@ -270,6 +296,7 @@ def quantile(values: list[float], q: float) -> float:
 def run(families: tuple[str, ...]) -> dict[str, Any]:
     settings = bg.current()
     interactions = _corpus()
+    aside = set_aside()
     rows: list[dict[str, Any]] = []
     crashes: list[dict[str, str]] = []
     started = time.perf_counter()
@@ -302,11 +329,14 @@ def run(families: tuple[str, ...]) -> dict[str, Any]:
                 "ratio": tokens / billed,
                 "features": features(item),
                 "unbounded": list(request.unbounded),
+                "unsized": unsized(request.messages),
                 "cap": request.max_tokens,
                 "output": int(item.get("output_tokens") or 0),
             }
             if tokens < billed:
                 row["cause"] = cause(item, row, settings)
+            if item["id"] in aside:
+                row["set_aside"] = aside[item["id"]]
             rows.append(row)
     return {
         "rows": rows,
@@ -374,7 +404,8 @@ def _family_name(model: str) -> str:
 
 
 def summarize(result: dict[str, Any], worst: int) -> dict[str, Any]:
-    rows = result["rows"]
+    apart_rows = [r for r in result["rows"] if "set_aside" in r]
+    rows = [r for r in result["rows"] if "set_aside" not in r]
     by_family: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         by_family[row["family"]].append(row)
@@ -385,8 +416,9 @@ def summarize(result: dict[str, Any], worst: int) -> dict[str, Any]:
             continue
         # Calls whose input the request cannot bound (server tools without limits, an
         # unseen previous response...) are counted apart: their hold is an allowance.
-        bounded = [r for r in group if not r["unbounded"]] or group
+        bounded = [r for r in group if not r["unbounded"] and not r["unsized"]] or group
         apart = [r for r in group if r["unbounded"]]
+        unsized_rows = [r for r in group if r["unsized"] and not r["unbounded"]]
         ratios = [r["ratio"] for r in bounded]
         short = [r for r in bounded if r["held"] < r["billed"]]
         families.append(
@@ -396,9 +428,12 @@ def summarize(result: dict[str, Any], worst: int) -> dict[str, Any]:
                 "short": len(short),
                 "unbounded": len(apart),
                 "unbounded_short": sum(1 for r in apart if r["held"] < r["billed"]),
+                "unsized": len(unsized_rows),
+                "unsized_short": sum(1 for r in unsized_rows if r["held"] < r["billed"]),
                 "short_counted": sum(1 for r in group if r["counted"] < r["billed"]),
                 "unpriced": sum(1 for r in group if not r["priced"]),
                 "median": statistics.median(ratios),
+                "total": sum(r["held"] for r in bounded) / sum(r["billed"] for r in bounded),
                 "p10": quantile(ratios, 0.1),
                 "p90": quantile(ratios, 0.9),
                 "min": min(ratios),
@@ -408,7 +443,7 @@ def summarize(result: dict[str, Any], worst: int) -> dict[str, Any]:
             }
         )
     shortfalls = sorted(
-        (r for r in rows if r["held"] < r["billed"] and not r["unbounded"]),
+        (r for r in rows if r["held"] < r["billed"] and not r["unbounded"] and not r["unsized"]),
         key=lambda r: (r["ratio"], -r["billed"]),
     )
     causes: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
@@ -438,6 +473,10 @@ def summarize(result: dict[str, Any], worst: int) -> dict[str, Any]:
         "by_cause": by_cause,
         "crashes": result["crashes"],
         "features": {family: dict(counts) for family, counts in feature_counts.items()},
+        "set_aside": [
+            {k: r[k] for k in ("id", "family", "model", "held", "billed", "set_aside")}
+            for r in apart_rows
+        ],
         "seconds": result["seconds"],
     }
 
@@ -454,7 +493,10 @@ def markdown(summary: dict[str, Any]) -> str:
         "counted = estimate_input alone. short and the ratios (held / billed) are over the "
         "calls whose input the request bounds; unbounded = the others (server tools without "
         "limits, an unseen previous response, cached content...), held at an allowance, "
-        "with how many of them the allowance did not cover.",
+        "with how many of them the allowance did not cover; unsized media = documents, "
+        "audio or video by URL or file id, held at the model's context window. all tokens = "
+        "the tokens held over the tokens billed, summed over the bounded calls: the money "
+        "figure, where the many tiny test prompts weigh what they cost.",
         "",
         table(
             [
@@ -462,12 +504,14 @@ def markdown(summary: dict[str, Any]) -> str:
                 "n",
                 "short",
                 "unbounded (short)",
+                "unsized media (short)",
                 "short (counted)",
                 "unpriced",
                 "median",
                 "p10",
                 "p90",
                 "min",
+                "all tokens",
                 "output > cap",
             ],
             [
@@ -476,12 +520,14 @@ def markdown(summary: dict[str, Any]) -> str:
                     f["n"],
                     f["short"],
                     f"{f['unbounded']} ({f['unbounded_short']})",
+                    f"{f['unsized']} ({f['unsized_short']})",
                     f["short_counted"],
                     f["unpriced"],
                     f"{f['median']:.2f}",
                     f"{f['p10']:.2f}",
                     f"{f['p90']:.2f}",
                     f"{f['min']:.3f}",
+                    f"{f['total']:.2f}",
                     f["output_over_cap"],
                 ]
                 for f in summary["families"]
@@ -524,6 +570,20 @@ def markdown(summary: dict[str, Any]) -> str:
             ],
         ),
     ]
+    if summary["set_aside"]:
+        out += [
+            "",
+            f"### Set aside: recordings whose bill contradicts their request "
+            f"({len(summary['set_aside'])}, not in the figures above)",
+            "",
+            table(
+                ["id", "family", "model", "held", "billed", "why"],
+                [
+                    [r["id"], r["family"], r["model"], r["held"], r["billed"], r["set_aside"]]
+                    for r in summary["set_aside"]
+                ],
+            ),
+        ]
     if summary["crashes"]:
         out += [
             "",
