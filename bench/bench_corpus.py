@@ -533,43 +533,48 @@ def markdown(summary: dict[str, Any]) -> str:
                 for f in summary["families"]
             ],
         ),
-        "",
-        "### Shortfalls by cause",
-        "",
-        table(
-            ["family", "cause", "short", "median deficit", "max deficit", "median ratio"],
-            [
-                [
-                    c["family"],
-                    c["cause"],
-                    c["short"],
-                    c["median_deficit"],
-                    c["max_deficit"],
-                    f"{c['median_ratio']:.2f}",
-                ]
-                for c in summary["by_cause"]
-            ],
-        ),
-        "",
-        f"### The {len(summary['worst'])} worst shortfalls (lowest held / billed)",
-        "",
-        table(
-            ["id", "family", "model", "held", "billed", "ratio", "cause", "carries"],
-            [
-                [
-                    r["id"],
-                    r["family"],
-                    r["model"],
-                    r["held"],
-                    r["billed"],
-                    f"{r['ratio']:.3f}",
-                    r["cause"],
-                    ", ".join(r["features"]),
-                ]
-                for r in summary["worst"]
-            ],
-        ),
     ]
+    if not summary["worst"]:
+        out += ["", "No call whose input the request bounds is held below its bill."]
+    else:
+        out += [
+            "",
+            "### Shortfalls by cause",
+            "",
+            table(
+                ["family", "cause", "short", "median deficit", "max deficit", "median ratio"],
+                [
+                    [
+                        c["family"],
+                        c["cause"],
+                        c["short"],
+                        c["median_deficit"],
+                        c["max_deficit"],
+                        f"{c['median_ratio']:.2f}",
+                    ]
+                    for c in summary["by_cause"]
+                ],
+            ),
+            "",
+            f"### The {len(summary['worst'])} worst shortfalls (lowest held / billed)",
+            "",
+            table(
+                ["id", "family", "model", "held", "billed", "ratio", "cause", "carries"],
+                [
+                    [
+                        r["id"],
+                        r["family"],
+                        r["model"],
+                        r["held"],
+                        r["billed"],
+                        f"{r['ratio']:.3f}",
+                        r["cause"],
+                        ", ".join(r["features"]),
+                    ]
+                    for r in summary["worst"]
+                ],
+            ),
+        ]
     if summary["set_aside"]:
         out += [
             "",

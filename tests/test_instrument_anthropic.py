@@ -254,3 +254,47 @@ def test_request_cap_raises_with_the_estimate(fake: FakeProvider, client: Any) -
     assert caught.value.requested > Decimal("0.005")
     assert str(caught.value.requested) in str(caught.value)
     assert fake.requests == []
+
+
+def test_fields_sent_in_extra_body_are_estimated_as_sent(fake: FakeProvider, client: Any) -> None:
+    # Newer API fields the SDK does not name yet go in extra_body: the hold must see them.
+    schema = {"type": "json_schema", "schema": {"type": "object", "properties": {}}}
+    seen: list[bg.CallRecord] = []
+    bg.configure(listeners=[seen.append])
+    with bg.spend_limit(user="u1"):
+        client.messages.create(model=HAIKU, max_tokens=50, messages=MESSAGES)
+        client.messages.create(
+            model=HAIKU, max_tokens=50, messages=MESSAGES, extra_body={"output_format": schema}
+        )
+    plain, formatted = seen
+    extra = bg.current().prices.rates(HAIKU).worst_case(420, 0, cache_write_tokens=0)
+    assert formatted.estimate - plain.estimate >= extra  # the structured-output prompt
+    assert fake.requests[-1].body["output_format"] == schema
+
+
+def test_a_cap_in_extra_body_is_held_and_fitted_where_it_is_sent(
+    fake: FakeProvider, client: Any
+) -> None:
+    # extra_body wins over the named argument on the wire: the hold is priced at its cap,
+    # and a cap lowered to fit the budget goes there too.
+    seen: list[bg.CallRecord] = []
+    configure(usd="0.05", fit_output=True)
+    bg.configure(listeners=[seen.append])
+    big = {"max_tokens": 64_000}
+    with bg.spend_limit(user="u1"):
+        client.messages.create(model=HAIKU, max_tokens=50, messages=MESSAGES, extra_body=big)
+    (record,) = seen
+    assert record.outcome == "fitted"
+    sent = fake.requests[-1].body["max_tokens"]
+    assert sent == record.output_cap and 50 < sent < 64_000
+    rates = bg.current().prices.rates(HAIKU)
+    assert record.estimate > rates.worst_case(0, 50)  # not held at the named 50
+
+
+def test_a_downgrade_rewrites_a_model_sent_in_extra_body(fake: FakeProvider, client: Any) -> None:
+    configure(usd="0.02", on_exceed="downgrade")
+    with bg.spend_limit(user="u1"):
+        client.messages.create(
+            model=HAIKU, max_tokens=2000, messages=MESSAGES, extra_body={"model": OPUS}
+        )
+    assert fake.requests[-1].body["model"] == HAIKU

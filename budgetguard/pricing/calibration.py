@@ -93,12 +93,15 @@ Llama 3 / MiniMax text-only calls recorded (up to 38 short without it)."""
 _OTHER_TOOL_PROMPTS = (  # the tool-calling template of open models, from recorded calls
     ("llama-4", 650),
     ("llama-3", 420),
-    ("mistral", 200),
+    ("mistral", 10),  # with the 50-token preamble: 47 the most a recorded call needed
     ("deepseek", 200),
     ("qwen", 200),
 )
-_OTHER_REQUEST_PROMPTS = (  # the template every request gets, where 40 is not enough
+_OTHER_REQUEST_PROMPTS = (  # the template every request gets, where 40 is not right
     ("deepseek-v4", 80),  # api.deepseek.com's Responses calls: 67-73 above the messages
+    ("deepseek", 0),  # DeepSeek chat and R1 (4 hosts): every call under the count
+    ("mistral", 0),  # Mistral's own API: every text call under the count
+    ("mixtral", 0),
 )
 
 _CLAUDE_TOOL_PROMPTS = (  # Anthropic's table, by model prefix (the largest of auto / any)

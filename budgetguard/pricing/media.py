@@ -120,8 +120,11 @@ def _describe(part: Mapping[str, Any]) -> _Media | None:
         if isinstance(url, str) and url.startswith("data:"):
             return _Media(media, url)
         return _Media(media, reason=f"{'a video' if media == 'video' else 'an audio file'} by URL")
-    if kind == "document_url":  # Mistral: the host fetches the document itself
-        return _Media("pdf", reason="a document by URL", label=str(part.get("document_name") or ""))
+    if kind == "document_url":  # Mistral: a data URL, or a link the host fetches itself
+        url, label = part.get("document_url"), str(part.get("document_name") or "")
+        if isinstance(url, str) and url.startswith("data:"):
+            return _Media("file", url, label=label)
+        return _Media("pdf", reason="a document by URL", label=label)
     if kind == "input_audio":
         audio = part.get("input_audio")
         audio = audio if isinstance(audio, Mapping) else part

@@ -30,6 +30,38 @@ def raw_mode(kwargs: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _as_sent(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The body the SDK sends: ``extra_body`` merged over the named arguments (the SDKs
+    merge it last, so its fields win), for fields the SDK does not name yet."""
+    extra = kwargs.get("extra_body")
+    if not isinstance(extra, Mapping) or not extra:
+        return kwargs
+    return {**kwargs, **extra}
+
+
+def _write_back(kwargs: dict[str, Any], sent: dict[str, Any], before: Mapping[str, Any]) -> None:
+    """What the adapter changed in the merged body, put where the SDK will send it from:
+    a field of ``extra_body`` is changed there (it would win over the named argument)."""
+    extra = kwargs.get("extra_body")
+    extra = dict(extra) if isinstance(extra, Mapping) else {}
+    moved = False
+    for key in {*before, *sent}:
+        if key in sent and key in before and sent[key] is before[key]:
+            continue
+        if key in extra:
+            moved = True
+            if key in sent:
+                extra[key] = sent[key]
+            else:
+                del extra[key]
+        elif key in sent:
+            kwargs[key] = sent[key]
+        else:
+            kwargs.pop(key, None)
+    if moved:
+        kwargs["extra_body"] = extra
+
+
 @dataclass(slots=True)
 class PreparedCall:
     """One call's request, read before admission and adjusted after it."""
@@ -44,7 +76,11 @@ class PreparedCall:
     def prepare(
         cls, adapter: Adapter, kwargs: dict[str, Any], route: Route, *, stream: bool
     ) -> PreparedCall:
-        call = cls(adapter, route.request(adapter.request(kwargs)), stream, raw_mode(kwargs))
+        sent = _as_sent(kwargs)
+        before = dict(sent)
+        call = cls(adapter, route.request(adapter.request(sent)), stream, raw_mode(kwargs))
+        if sent is not kwargs:  # a one-shot iterable read into a list goes on as the list
+            _write_back(kwargs, sent, before)
         if stream and adapter.stream_usage_option:
             options = kwargs.get("stream_options")
             options = dict(options) if isinstance(options, Mapping) else {}
@@ -59,11 +95,15 @@ class PreparedCall:
     def admitted(self, admission: Admission, kwargs: dict[str, Any]) -> None:
         """Send the model and output cap the policy chose: a downgrade rewrites
         ``model``, ``max_output_tokens`` or a fitted cap the SDK's output-cap field."""
+        sent = _as_sent(kwargs)
+        before = dict(sent)
         if admission.model is not None and admission.model != self.request.model:
-            kwargs["model"] = admission.model
+            sent["model"] = admission.model
         if admission.output_cap is not None:
             model = admission.model or self.request.model
-            self.adapter.cap_output(kwargs, admission.output_cap, self.request.priced_as(model))
+            self.adapter.cap_output(sent, admission.output_cap, self.request.priced_as(model))
+        if sent is not kwargs:
+            _write_back(kwargs, sent, before)
 
     def admit(self, settings: Settings) -> Flow[Admission]:
         return admit_flow(settings, self.request)
