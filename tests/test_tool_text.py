@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from budgetguard.pricing.tokens import count_message_tokens, count_text_tokens
 from budgetguard.pricing.tool_text import openai_tool_text
+
+ASK = [{"role": "user", "content": "Hi"}]
 
 WEATHER: dict[str, Any] = {
     "name": "get_weather",
@@ -89,5 +94,18 @@ def test_a_malformed_schema_never_crashes_the_rendering(
     schema = {"type": "object", "properties": properties, "required": required}
     for value in (parameters, schema, {"type": "object", "properties": {"x": parameters}}):
         text = openai_tool_text({"type": "function", "name": "f", "parameters": value})
-        assert text is not None and text.startswith("type f")
-        json.dumps(text)
+        assert text is None or text.startswith("type f")  # None: counted as its JSON
+
+
+def test_a_tool_that_is_no_schema_is_counted_as_its_json_and_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    bad = {"type": "function", "function": {"name": "odd", "parameters": "a string"}}
+    with caplog.at_level(logging.WARNING, logger="budgetguard"):
+        counted = [count_message_tokens("gpt-4o", ASK, tools=[bad]) for _ in range(3)]
+    plain = count_message_tokens("gpt-4o", ASK)
+    as_json = count_text_tokens("gpt-4o", json.dumps(bad))
+    assert counted[0] - plain >= as_json
+    assert [r.getMessage() for r in caplog.records].count(
+        "function tool 'odd': parameters is not a JSON schema object; counted as its JSON"
+    ) == 1

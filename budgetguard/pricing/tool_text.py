@@ -14,6 +14,7 @@ its JSON. The fixed part around the declarations is the caller's.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,6 +23,15 @@ __all__ = ["openai_tool_text"]
 _RENDERED = frozenset({"type", "properties", "required", "description", "items", "enum", "title"})
 """Keys the rendering expresses; ``title`` is dropped by OpenAI's rendering too."""
 _MAX_DEPTH = 16
+_log = logging.getLogger("budgetguard")
+_warned: set[str] = set()
+
+
+def _malformed(name: str, what: str) -> None:
+    """Log once per tool name that its schema was not one (it is counted as its JSON)."""
+    if name not in _warned and len(_warned) < 256:
+        _warned.add(name)
+        _log.warning("function tool %r: %s; counted as its JSON", name, what)
 
 
 def _extra(schema: Mapping[str, Any]) -> str:
@@ -83,6 +93,13 @@ def openai_tool_text(tool: Mapping[str, Any]) -> str | None:
     if not isinstance(name, str):
         return None
     parameters = spec.get("parameters")
+    if parameters is not None and not isinstance(parameters, Mapping):
+        _malformed(name, "parameters is not a JSON schema object")
+        return None
+    properties = parameters.get("properties") if parameters is not None else None
+    if properties is not None and not isinstance(properties, Mapping):
+        _malformed(name, "parameters.properties is not an object")
+        return None
     lines: list[str] = []
     description = spec.get("description")
     if isinstance(description, str) and description:
