@@ -7,7 +7,9 @@ rule applies where it should, and only there.
 
 from __future__ import annotations
 
+import base64
 import json
+import struct
 from typing import Any
 
 import budgetguard as bg
@@ -224,3 +226,23 @@ def test_gemini_thought_signatures_are_held_by_length_not_as_text() -> None:
     request = GENERATE.request({"model": "gemini-3-flash-preview", "contents": contents})
     assert request.overhead_tokens == len(signature) // 4
     assert held(request) < len(signature) // 3  # as text (digits one token each): far more
+
+
+def test_a_requests_media_resolution_applies_to_parts_that_name_none() -> None:
+    png = base64.b64encode(
+        b"\x89PNG\r\n\x1a\n" + struct.pack(">I4sII", 13, b"IHDR", 1000, 800)
+    ).decode()
+    image = {"inline_data": {"mime_type": "image/png", "data": png}}
+
+    def hold(config: dict[str, Any], part: dict[str, Any] = image) -> int:
+        contents = [{"role": "user", "parts": [part]}]
+        return held(
+            GENERATE.request(
+                {"model": "gemini-3-flash-preview", "contents": contents, "config": config}
+            )
+        )
+
+    high, low = hold({}), hold({"media_resolution": "MEDIA_RESOLUTION_LOW"})
+    assert high - low == 1120 - 280
+    own = {**image, "media_resolution": {"level": "MEDIA_RESOLUTION_HIGH"}}
+    assert hold({"media_resolution": "MEDIA_RESOLUTION_LOW"}, own) == high  # the part's wins

@@ -128,6 +128,23 @@ def _signature_tokens(given: object) -> int:
     return total
 
 
+def _with_resolution(messages: list[Mapping[str, Any]], level: object) -> list[Mapping[str, Any]]:
+    """The request's ``media_resolution`` given to every media part that names none (a
+    part's own setting wins, as in the API)."""
+    if level is None:
+        return messages
+
+    def stamped(part: Mapping[str, Any]) -> Mapping[str, Any]:
+        if ("inline_data" in part or "file_data" in part) and "media_resolution" not in part:
+            return {**part, "media_resolution": level}
+        inner = part.get("content")
+        if isinstance(inner, list):
+            return {**part, "content": [stamped(p) for p in inner]}
+        return part
+
+    return [{**m, "content": [stamped(p) for p in m["content"]]} for m in messages]
+
+
 def _contents(given: object) -> list[Mapping[str, Any]]:
     """``contents`` (a string, parts, ``Content`` objects or dicts) as chat messages."""
     if given is None:
@@ -390,7 +407,9 @@ class GeminiGenerate:
         max_tokens = config.get("max_output_tokens")
         return LLMRequest(
             model=_model(kwargs, "models.generate_content"),
-            messages=_contents(kwargs.get("contents")),
+            messages=_with_resolution(
+                _contents(kwargs.get("contents")), config.get("media_resolution")
+            ),
             system=_system(config.get("system_instruction")),
             tools=_tools(config.get("tools")),
             max_tokens=max_tokens if isinstance(max_tokens, int) else None,
