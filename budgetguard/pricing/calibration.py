@@ -70,6 +70,10 @@ class Bound:
     per_tool: int = 0
     """Tokens each tool definition costs above its JSON (Claude renders every tool in a
     wrapper of its own)."""
+    per_message: int = 3
+    """Tokens each message (and a system prompt) costs above its text and role."""
+    reply_primer: int = 3
+    """Tokens every request costs above its messages (OpenAI's documented primer)."""
 
 
 CLAUDE_LEGACY = Bound("claude-legacy", (13, 10), (2, 1), (1, 4), 0, 520, per_tool=20)
@@ -86,7 +90,10 @@ CLAUDE_FORCED_TOOL_TOKENS = 80
 """``tool_choice`` any / tool costs more than auto: up to 66 more tokens on recorded calls.
 Gateways that give Claude a ``response_format`` force a tool to get it (Databricks,
 Snowflake): the tool-use prompt plus this."""
-GEMINI = Bound("gemini", (6, 5), (6, 5), (1, 4), 1, 20)
+GEMINI = Bound("gemini", (6, 5), (6, 5), (1, 4), 1, 0, per_message=0, reply_primer=0)
+"""Gemini bills neither message framing nor a primer (recorded: a one-word prompt billed
+1 token), nor a tool prompt above the declarations' JSON (every recorded call with tools
+bills 51 or more under it)."""
 OTHER = Bound("other", (7, 5), (7, 5), (1, 3), 1, 20, 40)
 """Models behind OpenAI-compatible hosts: 40 tokens of template per request covers the
 Llama 3 / MiniMax text-only calls recorded (up to 38 short without it)."""

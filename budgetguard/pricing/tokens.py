@@ -232,12 +232,15 @@ def _bounded(bound: Bound, cl100k: int, text: str) -> int:
 class _Counter:
     """One request's counting context: the model's rule and the image cap."""
 
-    __slots__ = ("cap", "model", "rule")
+    __slots__ = ("cap", "model", "per_message", "reply_primer", "rule")
 
     def __init__(self, model: str, cap: int | None) -> None:
         self.model = model
-        self.rule = _rule(model)
+        self.rule = rule = _rule(model)
         self.cap = cap
+        bound = rule.bound
+        self.per_message = TOKENS_PER_MESSAGE if bound is None else bound.per_message
+        self.reply_primer = REPLY_PRIMER_TOKENS if bound is None else bound.reply_primer
 
     def value(self, value: object) -> int:
         """Every string in a message value, images by their provider's formula."""
@@ -303,7 +306,7 @@ class _Counter:
         return found
 
     def message(self, message: Mapping[str, Any]) -> _Counted:
-        total = TOKENS_PER_MESSAGE
+        total = self.per_message
         markers: list[tuple[int, bool]] = []
         for key, value in message.items():
             if key in _SKIP_KEYS:
@@ -387,7 +390,7 @@ def _chat(
         for tool in tools:
             add(counter.memo("tool", tool, counter.tool))
     if system:
-        total += TOKENS_PER_MESSAGE
+        total += counter.per_message
         blocks = [system] if isinstance(system, str) else system
         for block in blocks:
             add(counter.memo("block", block, counter.block))
@@ -397,7 +400,7 @@ def _chat(
                 f"messages[{index}]: expected a mapping, got {type(message).__name__}"
             )
         add(counter.memo("message", message, counter.message))
-    return total + REPLY_PRIMER_TOKENS, markers
+    return total + counter.reply_primer, markers
 
 
 def estimate_input(
@@ -428,7 +431,7 @@ def estimate_input(
         tokens, markers = _chat(counter, messages, system, tools)
         if cache_control is not None:  # automatic caching: up to the last block
             one_hour = _marker({"cache_control": cache_control})
-            markers.append((tokens - REPLY_PRIMER_TOKENS, bool(one_hour)))
+            markers.append((tokens - counter.reply_primer, bool(one_hour)))
     if prompt is not None:
         prompts = [prompt] if isinstance(prompt, str) else prompt
         tokens += sum(counter.value(text) for text in prompts)
