@@ -38,10 +38,16 @@ from .fields import (
 )
 from .tracking import StreamTracker
 
-__all__ = ["ADAPTER", "AnthropicMessages", "AnthropicStreamTracker", "anthropic_usage"]
+__all__ = [
+    "ADAPTER",
+    "AnthropicMessages",
+    "AnthropicStreamTracker",
+    "anthropic_usage",
+    "price_context",
+]
 
 
-def _context(usage: object) -> PriceContext:
+def price_context(usage: object) -> PriceContext:
     """Fast mode and batch processing have their own prices (priority has none)."""
     context: list[tuple[str, str]] = []
     if get(usage, "service_tier") == "batch":
@@ -72,7 +78,7 @@ def anthropic_usage(usage: object, path: str = "response.usage") -> Usage:
             creation, "ephemeral_1h_input_tokens", f"{path}.cache_creation"
         ),
         details=UsageDetails(web_searches=searches) if searches else None,
-        context=_context(usage),
+        context=price_context(usage),
     )
 
 
