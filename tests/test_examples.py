@@ -21,6 +21,16 @@ EXPECTED = {
         "contention_wait_s=10.0: 20 answered",
     ],
     "instrumented_openai.py": ["the provider got 'gpt-4o-mini'", "refused:"],
+    "litellm_budget.py": [
+        "claude-haiku-4-5: reserved $0.002027, charged $0.00125",
+        "gpt-4o-mini: reserved $0.0000633, charged $0.00001095",
+        "refused before sending (0 requests)",
+    ],
+    "pydantic_ai_budget.py": [
+        "charged $0.00182 for 1200 in (1024 cached)",
+        "pydantic-ai's own price of the run: $0.00182",
+        "refused before sending (0 requests)",
+    ],
     "openai_compatible_gateway.py": [
         "anthropic/claude-sonnet-4.5: charged $0.00123",
         "refused: unknown model 'my-finetune-v3'",

@@ -246,3 +246,14 @@ def test_a_requests_media_resolution_applies_to_parts_that_name_none() -> None:
     assert high - low == 1120 - 280
     own = {**image, "media_resolution": {"level": "MEDIA_RESOLUTION_HIGH"}}
     assert hold({"media_resolution": "MEDIA_RESOLUTION_LOW"}, own) == high  # the part's wins
+
+
+def test_a_deployment_name_is_counted_with_its_models_tokenizer() -> None:
+    # An Azure deployment or a proxy group was counted as an unknown model (1.4 x cl100k):
+    # 1.5 x the hold of the model it runs.
+    messages = [{"role": "user", "content": "Summarise the quarterly report in three bullets."}]
+    direct = LLMRequest(model="gpt-4o-mini", messages=messages, max_tokens=10)
+    deployed = LLMRequest(
+        model="prod-chat", messages=messages, max_tokens=10, aliases={"prod-chat": "gpt-4o-mini"}
+    )
+    assert held(deployed) == held(direct)

@@ -104,8 +104,9 @@ def input_bound(
     (an output schema, a prompt the provider puts around tools or thinking), and what it
     does not show (a previous response, server tools' results, at their allowance).
     Needs no price; ``rates`` only caps an image of unknown size at the context window."""
+    counting = request.priced_as(model)  # a deployment / proxy group: the model it runs
     counted = estimate_input(
-        model,
+        counting,
         messages=request.messages,
         prompt=request.prompt,
         system=request.system,
@@ -116,9 +117,11 @@ def input_bound(
     unbounded = request.unbounded
     if unbounded and policy.unbounded_input == "refuse":
         raise UnboundedInput(model, unbounded)
-    added = request.overhead_tokens + sum(count_text_tokens(model, t) for t in request.extra_text)
-    if encoding_for(model) is None:  # a bound, not a count: add the family's template
-        added += bound_for(model).request_prompt
+    added = request.overhead_tokens + sum(
+        count_text_tokens(counting, t) for t in request.extra_text
+    )
+    if encoding_for(counting) is None:  # a bound, not a count: add the family's template
+        added += bound_for(counting).request_prompt
     hidden = request.hidden_input_tokens + policy.server_tool_tokens * (
         request.server_tool_uses + len(unbounded)
     )
