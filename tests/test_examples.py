@@ -21,6 +21,13 @@ EXPECTED = {
         "contention_wait_s=10.0: 20 answered",
     ],
     "instrumented_openai.py": ["the provider got 'gpt-4o-mini'", "refused:"],
+    "langchain_budget.py": [
+        "gpt-4o-mini for u-42: reserved",
+        "charged $0.000054 for 120 in",
+        "claude-sonnet-4-5 for u-42: reserved",
+        "charged $0.00315 for 2100 in (2000 cached)",
+        "refused before sending (0 requests)",
+    ],
     "litellm_budget.py": [
         "claude-haiku-4-5: reserved $0.002027, charged $0.00125",
         "gpt-4o-mini: reserved $0.0000633, charged $0.00001095",
