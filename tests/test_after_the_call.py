@@ -232,6 +232,9 @@ def test_an_api_key_echoed_in_an_error_is_masked() -> None:
     assert "abc123" not in reason and "wxyz" not in reason and "[redacted]" in reason
     assert describe_error(ValueError("Bearer eyJhbGciOiJIUzI1NiJ9.payload")).count("eyJ") == 0
     assert describe_error(asyncio.CancelledError()) == "CancelledError"
+    google = "API key not valid: AIzaSyA1b2C3d4E5f6G7h8I9j0KlMnOpQrStUvW (400)"
+    assert "AIzaSy" not in describe_error(ValueError(google))  # was kept: no separator
+    assert "ya29" not in describe_error(ValueError("token ya29.a0AfB_byC-example_token"))
 
 
 def test_what_is_not_guarded_names_methods_the_sdks_have() -> None:

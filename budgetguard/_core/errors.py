@@ -146,9 +146,12 @@ class StoreUnavailable(BudgetError):
 
 
 _SECRET = re.compile(
-    r"(?i)(?:\b(?:sk|pk|rk|xai|gsk|AIza)[-_][A-Za-z0-9_\-*]{6,}|(?<=bearer )[A-Za-z0-9._\-~+/*]{8,}"
+    r"(?i)(?:\b(?:sk|pk|rk|xai|gsk)[-_][A-Za-z0-9_\-*]{6,}|\bAIza[A-Za-z0-9_\-*]{20,}"
+    r"|\bya29\.[A-Za-z0-9._\-]{8,}|(?<=bearer )[A-Za-z0-9._\-~+/*]{8,}"
     r"|(?<=key[=:] )[^\s,;]{8,}|(?<=key=)[^\s&,;]{8,})"
 )
+"""Key-shaped text: OpenAI / Anthropic / xAI / Groq keys, Google API keys (``AIza`` and 35
+characters, no separator) and OAuth access tokens (``ya29.``), bearer tokens, ``key=``."""
 
 
 def describe_error(error: BaseException) -> str:
