@@ -398,6 +398,28 @@ def test_the_policy_output_cap_is_sent(
     assert sent == 123 == records[0].output_cap
 
 
+def test_a_failure_applying_the_policys_cap_releases_the_hold(
+    fake: FakeProvider, records: list[bg.CallRecord], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by review: the cap was applied after the guarded block, so a failure there left
+    # the reservation held (renewed until its lease lapsed).
+    import budgetguard.integrations.pydantic_ai as adapter
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("cap failed")
+
+    monkeypatch.setattr(adapter, "cap_settings", broken)
+    bg.configure(
+        policy=bg.Policy(
+            limits=[bg.Limit(scope="tenant", usd=1, window="day")], max_output_tokens=123
+        ),
+        listeners=[records.append],
+    )
+    with bg.spend_limit(tenant="acme"), pytest.raises(RuntimeError, match="cap failed"):
+        Agent(no_retries(BudgetedModel(chat_model(fake)))).run_sync("Hi")
+    assert tenant().held == 0 and fake.requests == []
+
+
 # -- failures and missing usage -----------------------------------------------------------------
 def test_a_failed_request_releases_its_hold_and_raises_the_providers_error(
     fake: FakeProvider, records: list[bg.CallRecord]

@@ -172,16 +172,16 @@ class BudgetedModel(WrapperModel):
             llm_request(self._wire, inner.model_name, messages, settings, prepared)
         )
         admission = await aadmit(request)
-        try:
+        try:  # nothing is sent yet: any failure from here releases the hold
             model = self._model_for(admission.model)
+            if admission.output_cap is not None:
+                priced_as = request.priced_as(model.model_name)
+                model_settings = cap_settings(
+                    self._wire, model_settings, admission.output_cap, priced_as, merged
+                )
         except BaseException as error:
             await _release(admission, error)
             raise
-        if admission.output_cap is not None:
-            priced_as = request.priced_as(model.model_name)
-            model_settings = cap_settings(
-                self._wire, model_settings, admission.output_cap, priced_as, merged
-            )
         return admission, model, model_settings
 
     def _model_for(self, name: str | None) -> Model:
