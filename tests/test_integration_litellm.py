@@ -559,7 +559,7 @@ async def test_a_call_never_reported_is_charged_its_reservation(fake: FakeProvid
     await asyncio.sleep(0.02)
     await pre_call(hook, proxy_data("c10"))  # sweeps c9
     orphan = next(r for r in seen if r.outcome == "unpriced")
-    assert orphan.cost == orphan.estimate > 0 and list(hook._pending) == ["c10"]
+    assert orphan.cost == orphan.estimate > 0 and len(hook._pending) == 1
 
 
 async def test_other_routes_pass_unguarded_with_a_warning(
@@ -608,3 +608,138 @@ async def test_a_model_nobody_can_price_is_answered_400(fake: FakeProvider) -> N
         await pre_call(hook, proxy_data("c11", model="ollama/my-own-model"))
     assert int(refused.value.code) == 400 and "unknown model 'my-own-model'" in str(refused.value)
     assert isinstance(refused.value.__cause__, bg.UnknownModel) and not hook._pending
+
+
+# -- review fixes: ids of our own, calls served then failed, fallbacks, credentials ----------------
+async def test_two_requests_reusing_a_client_call_id_are_each_settled(fake: FakeProvider) -> None:
+    seen = limit("1")
+    hook = BudgetHook(models={"fast": "openai/gpt-4o-mini"})
+    first, second = proxy_data("same"), proxy_data("same")  # x-litellm-call-id, reused
+    await pre_call(hook, first)
+    await pre_call(hook, second)
+    for data in (first, second):
+        fake.reply(input_tokens=40, output_tokens=30)
+        response = await serve(fake, data)
+        await hook.async_post_call_success_hook(
+            data=data, user_api_key_dict=AUTH, response=response
+        )
+    bill = genai_price("openai", "gpt-4o-mini", input_tokens=40, output_tokens=30)
+    assert [r.outcome for r in seen] == ["ok", "ok"] and tenant().spent == 2 * bill
+    assert tenant().held == 0 and not hook._pending
+
+
+class _Blocked(Exception):
+    """What a post-call guardrail raises (FastAPI's HTTPException, say): not the provider's."""
+
+
+def _logging_obj(data: dict[str, Any]) -> Any:
+    """The proxy's logging object, deferring its success log past post-call guardrails."""
+    from datetime import datetime
+
+    logging_obj, _ = litellm.utils.function_setup(
+        original_function="acompletion",
+        rules_obj=litellm.utils.Rules(),
+        start_time=datetime.now(),
+        **{k: v for k, v in data.items() if k in ("model", "messages", "litellm_call_id")},
+    )
+    logging_obj.defer_async_logging = True
+    data["litellm_logging_obj"] = logging_obj
+    return logging_obj
+
+
+async def test_a_response_blocked_after_it_was_served_is_charged_its_usage(
+    fake: FakeProvider,
+) -> None:
+    seen = limit("1")
+    hook = BudgetHook(models={"fast": "openai/gpt-4o-mini"})
+    data = proxy_data("c20", max_tokens=500)
+    await pre_call(hook, data)
+    logging_obj = _logging_obj(data)
+    fake.reply(input_tokens=4000, output_tokens=400)
+    await serve(fake, data, litellm_logging_obj=logging_obj)  # served and billed
+    await hook.async_post_call_failure_hook(
+        request_data=data, original_exception=_Blocked("guardrail"), user_api_key_dict=AUTH
+    )
+    bill = genai_price("openai", "gpt-4o-mini", input_tokens=4000, output_tokens=400)
+    assert seen[-1].outcome == "ok" and tenant().spent == bill and tenant().held == 0
+
+
+async def test_a_call_failed_with_no_sign_it_was_served_is_charged_its_reservation(
+    fake: FakeProvider,
+) -> None:
+    seen = limit("1")
+    hook = BudgetHook(models={"fast": "openai/gpt-4o-mini"})
+    data = proxy_data("c21", max_tokens=500)
+    await pre_call(hook, data)
+    fake.reply(input_tokens=4000, output_tokens=400)
+    await serve(fake, data)  # a client gone during post-call: a 499
+    await hook.async_post_call_failure_hook(
+        request_data=data, original_exception=_Blocked("499"), user_api_key_dict=AUTH
+    )
+    assert seen[-1].outcome == "unpriced" and seen[-1].cost == seen[-1].estimate > 0
+    assert tenant().held == 0
+
+
+async def test_a_call_refused_before_the_llm_was_called_is_released(fake: FakeProvider) -> None:
+    seen = limit("1")
+    hook = BudgetHook(models={"fast": "openai/gpt-4o-mini"})
+    data = proxy_data("c22")
+    await pre_call(hook, data)
+    _logging_obj(data)  # a later pre-call guardrail blocks: the LLM is never called
+    await hook.async_post_call_failure_hook(
+        request_data=data, original_exception=_Blocked("input"), user_api_key_dict=AUTH
+    )
+    assert seen[-1].outcome == "error" and tenant().spent == 0 == tenant().held
+
+
+def test_a_fallback_model_is_charged_at_its_own_provider(fake: FakeProvider) -> None:
+    seen = limit("10")
+    fake.reply(status=500)
+    fake.reply(model="claude-opus-4-1-20250805", input_tokens=3000, output_tokens=280)
+    fallback = {"model": "anthropic/claude-opus-4-1", **anthropic_kw(fake)}
+    with bg.spend_limit(tenant="acme"):
+        bg_litellm.completion(
+            model="gpt-4o-mini",
+            messages=PROMPT,
+            max_tokens=300,
+            fallbacks=[fallback],
+            **openai_kw(fake),
+        )
+    bill = genai_price(
+        "anthropic", "claude-opus-4-1-20250805", input_tokens=3000, output_tokens=280
+    )
+    assert seen[-1].model == "claude-opus-4-1-20250805" and tenant().spent == bill
+
+
+async def test_a_raw_bearer_never_reaches_the_tags_nor_can_the_request_forge_them(
+    fake: FakeProvider,
+) -> None:
+    seen = limit("1")
+    hook = BudgetHook(models={"fast": "openai/gpt-4o-mini"})
+    oauth = UserAPIKeyAuth(api_key="ya29.RAW-OAUTH-ACCESS-TOKEN", user_id="u1", team_id="acme")
+    data = proxy_data("c23", tags=["litellm.team:other", "litellm.key:forged"])
+    await hook.async_pre_call_hook(
+        user_api_key_dict=oauth, cache=None, data=data, call_type="acompletion"
+    )
+    response = await serve(fake, data)
+    await hook.async_post_call_success_hook(data=data, user_api_key_dict=oauth, response=response)
+    tags = seen[-1].tags
+    assert "ya29" not in str(tags) and tags["litellm.team"] == "acme"
+    assert len(tags["litellm.key"]) == 64 and tags["litellm.key"] != "forged"
+
+
+async def test_a_failure_after_admission_releases_the_hold(
+    fake: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from budgetguard.providers.prepared import PreparedCall
+
+    seen = limit("1")
+    hook = BudgetHook(models={"fast": "openai/gpt-4o-mini"})
+
+    def broken(*args: Any) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(PreparedCall, "admitted", broken)
+    with pytest.raises(RuntimeError):
+        await pre_call(hook, proxy_data("c24"))
+    assert seen[-1].outcome == "error" and tenant().held == 0 and not hook._pending

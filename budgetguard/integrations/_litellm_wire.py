@@ -30,7 +30,8 @@ from typing import Any
 
 import litellm
 
-from .._core.errors import ConfigurationError, UsageError, describe_error
+from .._core.errors import ConfigurationError, UnknownModel, UsageError, describe_error
+from .._core.money import check_nanos
 from .._core.records import LLMRequest
 from .._core.usage import PriceContext, Usage, UsageDetails
 from .._engine.admission import Admission
@@ -222,7 +223,50 @@ class LiteLLMCall:
             usage = self.usage(response)
         except UsageError as error:
             return unpriced(admission, self.name, model, str(error))
+        if (
+            model is not None
+            and model != admission.model
+            and not _priced_as_asked(admission, model)
+        ):
+            return _served_elsewhere(admission, self.name, usage, model)
         return priced(admission, self.name, usage, model)
+
+
+def _priced_as_asked(admission: Admission, model: str) -> bool:
+    """Whether ``model`` (the response's) has a price under the request's provider."""
+    request = admission.request
+    name = request.priced_as(model) if request is not None else model
+    context = request.price_context if request is not None else ()
+    try:
+        admission.settings.prices.rates(name, admission.provider, context)
+    except (UnknownModel, ConfigurationError):
+        return False
+    return True
+
+
+def _served_elsewhere(admission: Admission, where: str, usage: Usage, model: str) -> Charge:
+    """A response from a model the request's provider does not price (LiteLLM fallbacks
+    answered with another provider's model): priced at that model's own provider as LiteLLM
+    routes it, else by its name alone, else its reservation - never the asked model's rates."""
+    routes: list[tuple[str, str | None]] = []
+    try:
+        name, provider, _key, _base = litellm.get_llm_provider(model=model)
+        routes.append((str(name), genai_provider(str(provider))))
+    except Exception:  # LiteLLM cannot route it: try the name alone
+        pass
+    routes.append((model, None))
+    for name, provider in routes:
+        for context in dict.fromkeys((usage.context, ())):
+            try:
+                rates = admission.settings.prices.rates(name, provider, context)
+                return Charge(check_nanos(rates.cost(usage), field="cost"), usage, model)
+            except (UnknownModel, ConfigurationError):
+                continue
+    reason = (
+        f"the response's model {model!r} is not the one asked for ({admission.model!r}: "
+        "LiteLLM fallbacks?) and has no price"
+    )
+    return unpriced(admission, where, model, reason)
 
 
 class LiteLLMStreamTracker(OpenAIChatStreamTracker):

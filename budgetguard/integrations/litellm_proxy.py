@@ -45,14 +45,17 @@ Responses, images, audio) pass, with one warning per route.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
+import re
 import time
 import uuid
 from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import openai
 from litellm.integrations.custom_logger import CustomLogger
 from litellm.proxy._types import ProxyException
 
@@ -87,8 +90,21 @@ def _field(name: str) -> Callable[[Any, Mapping[str, Any]], object]:
     return lambda auth, data: getattr(auth, name, None)
 
 
+def _key_hash(auth: Any, data: Mapping[str, Any]) -> str | None:
+    """The key as the proxy stores it: a SHA-256 hash, never the raw credential (``token``
+    is the raw bearer under OAuth2, custom auth or no master key: hashed here)."""
+    token = getattr(auth, "token", None)
+    if not isinstance(token, str) or not token:
+        return None
+    if _HASHED.fullmatch(token):
+        return token.lower()
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+_HASHED = re.compile(r"[0-9a-fA-F]{64}")
+
 IDENTITIES: Mapping[str, Callable[[Any, Mapping[str, Any]], object]] = {
-    "key": _field("token"),  # the key's hash: what the proxy stores it as
+    "key": _key_hash,  # the key's hash: what the proxy stores it as
     "key_alias": _field("key_alias"),
     "user": _field("user_id"),
     "team": _field("team_id"),
@@ -97,6 +113,9 @@ IDENTITIES: Mapping[str, Callable[[Any, Mapping[str, Any]], object]] = {
 }
 """The proxy identities an attribution may name, read from ``UserAPIKeyAuth``."""
 
+_CALL_KEY = "budgetguard_call_id"
+"""Where ``async_pre_call_hook`` keeps its id of the call, in the request's metadata."""
+_UPSTREAM = (openai.APIError, BudgetError, ProxyException)
 _GUARDED = frozenset({"completion", "acompletion"})
 _ROUTE = Route()
 
@@ -214,7 +233,7 @@ class BudgetHook(CustomLogger):
             tenant=chosen["tenant"],
             user=chosen["user"],
             feature=chosen["feature"],
-            tags={**tags, **_request_tags(data)},
+            tags={**_request_tags(data), **tags},  # identities last: a client cannot forge them
         )
 
     def _prepare(self, data: dict[str, Any]) -> tuple[PreparedCall, LiteLLMCall]:
@@ -231,8 +250,25 @@ class BudgetHook(CustomLogger):
         return self._groups.get(model) or adapter.sent_model(model)
 
     def _take(self, data: Mapping[str, Any] | None) -> _Pending | None:
-        call_id = data.get("litellm_call_id") if isinstance(data, Mapping) else None
+        """The call ``data`` was admitted as: by the id ``async_pre_call_hook`` put in its
+        metadata (never ``litellm_call_id``, which a client may set and reuse)."""
+        if not isinstance(data, Mapping):
+            return None
+        metadata = data.get("metadata")
+        call_id = metadata.get(_CALL_KEY) if isinstance(metadata, Mapping) else None
         return self._pending.pop(call_id, None) if isinstance(call_id, str) else None
+
+    def _hold(self, data: dict[str, Any], pending: _Pending) -> None:
+        """Remember ``pending`` under an id of our own, put in the request's metadata (the
+        dict the proxy hands every later hook)."""
+        metadata = data.get("metadata")
+        if not isinstance(metadata, dict):
+            metadata = data["metadata"] = dict(metadata) if isinstance(metadata, Mapping) else {}
+        call_id = str(uuid.uuid4())
+        while call_id in self._pending:
+            call_id = str(uuid.uuid4())
+        metadata[_CALL_KEY] = call_id
+        self._pending[call_id] = pending
 
     def _overdue(self) -> list[_Pending]:
         """Calls admitted more than ``max_call_s`` ago that no hook reported: oldest first,
@@ -266,13 +302,14 @@ class BudgetHook(CustomLogger):
                 admission = await arun(call.admit(settings), settings.async_store)
         except BudgetError as error:
             raise _refusal(error) from error
-        call.admitted(admission, data)
-        if admission.model is not None and admission.model != call.request.model:
-            data["model"] = self._group_for(admission.model, adapter)
-        call_id = data.get("litellm_call_id")
-        if not isinstance(call_id, str) or not call_id:
-            call_id = data["litellm_call_id"] = str(uuid.uuid4())
-        self._pending[call_id] = _Pending(call, adapter, admission, time.monotonic())
+        try:
+            call.admitted(admission, data)
+            if admission.model is not None and admission.model != call.request.model:
+                data["model"] = self._group_for(admission.model, adapter)
+            self._hold(data, _Pending(call, adapter, admission, time.monotonic()))
+        except BaseException as error:
+            await _run(admission.release_flow(describe_error(error)), admission.settings)
+            raise
         return data
 
     async def async_post_call_success_hook(
@@ -291,9 +328,20 @@ class BudgetHook(CustomLogger):
         traceback_str: str | None = None,
     ) -> Any:
         pending = self._take(request_data)
-        if pending is not None:
+        if pending is None:
+            return None
+        served, response = _served(request_data, original_exception)
+        if not served:
             flow = pending.admission.release_flow(describe_error(original_exception))
-            await _run(flow, pending.admission.settings)
+        else:
+            warn_once(
+                ("litellm proxy failed after serving", type(original_exception).__name__),
+                "budgetguard: a LiteLLM proxy call failed after the provider answered it "
+                "(%s: a post-call guardrail, or the client left): charged, not released",
+                describe_error(original_exception).splitlines()[0],
+            )
+            flow = _served_flow(pending, response)
+        await _run(flow, pending.admission.settings)
         return None
 
     async def async_post_call_streaming_iterator_hook(
@@ -327,6 +375,31 @@ def _settle(pending: _Pending, response: object) -> Flow[Any]:
     return (
         yield from pending.adapter.charge(pending.admission, response).settle(pending.admission)
     )
+
+
+def _served(data: Mapping[str, Any], error: BaseException) -> tuple[bool, object]:
+    """Whether the provider served a call the proxy reports as failed, and its response
+    when known. Served: the logging object holds a success (the proxy defers it past its
+    post-call guardrails). Not served: the provider's own error (LiteLLM's exceptions are
+    the OpenAI SDK's), a budget refusal, or a logging object that saw no success."""
+    logging_obj = data.get("litellm_logging_obj") if isinstance(data, Mapping) else None
+    deferred = getattr(logging_obj, "deferred_success_result", None)
+    if isinstance(deferred, tuple) and deferred:
+        return True, deferred[0]
+    if getattr(logging_obj, "_async_success_scheduled", None) is True:
+        return True, None
+    if isinstance(error, _UPSTREAM):
+        return False, None
+    if isinstance(getattr(logging_obj, "_async_success_scheduled", None), bool):
+        return False, None  # the LLM call did not succeed (an earlier hook refused it)
+    return True, None  # cannot tell: charged its reservation, never $0
+
+
+def _served_flow(pending: _Pending, response: object) -> Flow[Any]:
+    if response is not None and pending.adapter.recognizes(response):
+        return _settle(pending, response)
+    why = "the proxy reported a failure after the provider answered, without its usage"
+    return unpriced(pending.admission, "litellm proxy", None, why).settle(pending.admission)
 
 
 def _charge_overdue(pending: _Pending) -> Flow[Any]:
