@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -32,6 +33,7 @@ from langchain_openai import ChatOpenAI
 from provider_support import genai_cost
 
 import budgetguard as bg
+from budgetguard._core.errors import ConfigurationError
 from budgetguard._core.money import nanos_to_usd
 from budgetguard._core.usage import UsageDetails
 from budgetguard.integrations.langchain import BudgetCallbackHandler
@@ -514,6 +516,139 @@ def test_calls_started_and_never_ended_are_bounded(
     assert user().held == 0
 
 
+class Strict(BaseCallbackHandler):
+    """Another ``raise_error`` handler that fails after the budget handler reserved."""
+
+    raise_error = True
+
+    def on_chat_model_start(self, *args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("tracing backend down")
+
+
+def test_a_call_whose_end_never_comes_is_charged_its_reservation_after_max_call_s(
+    fake: FakeProvider, records: list[bg.CallRecord], caplog: pytest.LogCaptureFixture
+) -> None:
+    handler = BudgetCallbackHandler(max_call_s=0.2)
+    with pytest.raises(RuntimeError, match="tracing backend down"):
+        _openai(fake).invoke(PROMPT, config={**config(handler), "callbacks": [handler, Strict()]})
+    held = user().held
+    assert held > 0 and not fake.requests
+    time.sleep(0.3)
+    fake.reply()
+    with caplog.at_level(logging.WARNING, logger="budgetguard"):
+        _openai(fake).invoke(PROMPT, config=config(handler))  # sweeps the overdue call
+    assert "no end after max_call_s=0.2s" in caplog.text
+    overdue, answered = records
+    assert (overdue.outcome, overdue.cost_usd) == ("unpriced", held)
+    assert answered.outcome == "ok"
+    assert user().held == 0 and user().spent == held + answered.cost_usd
+    assert not handler._open
+    with pytest.raises(ConfigurationError, match="max_call_s"):
+        BudgetCallbackHandler(max_call_s=0)
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["generate", "agenerate"])
+def test_a_generate_batch_refused_midway_frees_the_lists_reserved_before(
+    fake: FakeProvider, records: list[bg.CallRecord], asynchronous: bool
+) -> None:
+    """LangChain starts every list of a generate() before it sends any: one refused, none
+    is sent, and the ones reserved before it are released."""
+    handler = BudgetCallbackHandler()
+    _openai(fake).invoke("hi", config=config(BudgetCallbackHandler()))  # what one holds
+    limit_users(str(records[0].estimate_usd * 3 / 2), contention_wait_s=0)
+    batch = [[HumanMessage("hi")] for _ in range(3)]
+    model = _openai(fake)
+    with pytest.raises(bg.BudgetExceeded):
+        if asynchronous:
+            asyncio.run(model.agenerate(batch, callbacks=[handler], metadata={"user": "u-42"}))
+        else:
+            model.generate(batch, callbacks=[handler], metadata={"user": "u-42"})
+    assert len(fake.requests) == 1 and user().held == 0 and not handler._open
+
+
+def test_two_calls_open_under_one_run_id_are_never_undercharged(
+    fake: FakeProvider, records: list[bg.CallRecord]
+) -> None:
+    """The earlier is charged its reservation when the later starts; each end is then
+    settled as it comes: nothing stays held, nothing is lost."""
+    served = PROVIDERS["openai"].served
+    fake.reply(**served)
+    fake.reply(**served)
+    barrier = threading.Barrier(2)
+
+    class BothStarted(BaseCallbackHandler):
+        def on_chat_model_start(self, *args: Any, **kwargs: Any) -> None:
+            barrier.wait(5)
+
+    handler, run_id, model = BudgetCallbackHandler(), uuid.uuid4(), _openai(fake)
+    settings = {**config(handler), "callbacks": [handler, BothStarted()], "run_id": run_id}
+    threads = [threading.Thread(target=model.invoke, args=(PROMPT, settings)) for _ in "ab"]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    each = nanos_to_usd(genai_cost("gpt-4o", bg.Usage(**served), provider="openai"))
+    assert len(fake.requests) == 2 and user().held == 0 and not handler._open
+    assert "unpriced" in [r.outcome for r in records]
+    assert user().spent >= 2 * each
+
+
+def test_a_structured_output_cut_at_its_cap_is_charged_its_usage(
+    records: list[bg.CallRecord],
+) -> None:
+    """The openai SDK raises LengthFinishReasonError on a complete, billed response: it
+    is charged the usage the error carries, not released."""
+    import httpx
+    from pydantic import BaseModel
+
+    def reply(request: httpx.Request) -> httpx.Response:
+        choice = {"index": 0, "finish_reason": "length"}
+        return httpx.Response(
+            200,
+            json={
+                "id": "x",
+                "object": "chat.completion",
+                "created": 1,
+                "model": "gpt-4o-2024-08-06",
+                "choices": [{**choice, "message": {"role": "assistant", "content": '{"a'}}],
+                "usage": {"prompt_tokens": 1000, "completion_tokens": 300, "total_tokens": 1300},
+            },
+        )
+
+    class Answer(BaseModel):
+        answer: str
+
+    client = httpx.Client(transport=httpx.MockTransport(reply))
+    model = ChatOpenAI(model="gpt-4o", max_tokens=300, api_key="t", http_client=client)
+    with pytest.raises(Exception, match=r"[Ll]ength"):
+        model.with_structured_output(Answer, method="json_schema").invoke(
+            "hi", config=config(BudgetCallbackHandler())
+        )
+    (record,) = records
+    expected = genai_cost("gpt-4o-2024-08-06", bg.Usage(1000, 300), provider="openai")
+    assert (record.outcome, record.cost) == ("ok", expected)
+    assert user().held == 0
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["invoke", "ainvoke"])
+def test_a_stream_cut_inside_invoke_is_charged_what_it_delivered(
+    fake: FakeProvider, records: list[bg.CallRecord], asynchronous: bool
+) -> None:
+    """A model that streams internally (streaming=True, LangGraph's "messages" mode) ends
+    a cut stream with only its error: the tokens it delivered are charged."""
+    fake.reply(text="word " * 200, cut_after=50)
+    model, settings = _openai(fake, streaming=True), config(BudgetCallbackHandler())
+    with pytest.raises(Exception):  # whatever the SDK makes of a cut
+        if asynchronous:
+            asyncio.run(model.ainvoke(PROMPT, config=settings))
+        else:
+            model.invoke(PROMPT, config=settings)
+    (record,) = records
+    assert record.outcome == "ok" and record.usage is not None
+    assert record.usage.output_tokens >= 40
+    assert 0 < record.cost <= record.estimate and user().held == 0
+
+
 def test_a_generate_batch_that_fails_midway_leaves_no_hold(
     fake: FakeProvider, records: list[bg.CallRecord]
 ) -> None:
@@ -615,21 +750,62 @@ class Instruct(FakeListLLM):
 INSTRUCT_COST = genai_cost("gpt-3.5-turbo-instruct", bg.Usage(12, 3), provider="openai")
 
 
-async def test_an_end_whose_start_langchain_skipped_is_still_charged(
+class Inline(BaseCallbackHandler):
+    run_inline = True  # as LangSmith's LangChainTracer
+
+
+async def test_an_inline_handler_does_not_hide_async_completion_calls(
     records: list[bg.CallRecord],
 ) -> None:
     """LangChain's async manager skips the non-inline handlers' on_llm_start when an inline
-    handler is attached; the end still comes, and the call is charged, never free."""
-
-    class Inline(BaseCallbackHandler):
-        run_inline = True
-
-    llm = Instruct(responses=["fine"])
-    callbacks = [BudgetCallbackHandler(), Inline()]
-    async with bg.spend_limit(user="u-7"):
-        assert await llm.ainvoke("Say something.", config={"callbacks": callbacks}) == "fine"
+    handler is attached: the budget handler is inline, so its calls are still reserved,
+    and refused."""
+    llm, handler = Instruct(responses=["fine"]), BudgetCallbackHandler()
+    settings = {
+        "callbacks": [handler, Inline()],
+        "metadata": {"user": "u-42", "ls_model_name": "gpt-3.5-turbo-instruct"},
+    }
+    assert await llm.ainvoke("Say something.", config=settings) == "fine"
     (record,) = records
-    assert (record.outcome, record.user, record.cost) == ("ok", "u-7", INSTRUCT_COST)
+    assert (record.outcome, record.user, record.cost) == ("ok", "u-42", INSTRUCT_COST)
+    assert record.estimate > 0  # reserved before it was sent
+    limit_users("0.00001")
+    with pytest.raises(bg.BudgetExceeded):
+        await llm.ainvoke("Say something.", config=settings)
+
+
+async def test_other_handlers_still_see_async_completion_starts(
+    records: list[bg.CallRecord],
+) -> None:
+    """The budget handler is inline only where LangChain would skip it: alone with
+    non-inline handlers, it does not hide the async on_llm_start from them."""
+    starts: list[str] = []
+
+    class Watcher(BaseCallbackHandler):
+        async def on_llm_start(self, *args: Any, **kwargs: Any) -> None:
+            starts.append("watcher")
+
+    settings = {
+        "callbacks": [BudgetCallbackHandler(), Watcher()],
+        "metadata": {"user": "u-42", "ls_model_name": "gpt-3.5-turbo-instruct"},
+    }
+    assert await Instruct(responses=["fine"]).ainvoke("Say something.", config=settings)
+    (record,) = records
+    assert starts == ["watcher"] and record.estimate > 0 and record.cost == INSTRUCT_COST
+
+
+async def test_an_end_whose_start_was_not_seen_is_charged_with_its_attribution(
+    records: list[bg.CallRecord],
+) -> None:
+    """An end with no start (a handler attached mid-run) is charged, never free, to the
+    enclosing frames and the handler's own attribution."""
+    result = Instruct(responses=["fine"]).generate(["Say something."])
+    BudgetCallbackHandler(user="u-9", feature="chat").on_llm_end(result, run_id=uuid.uuid4())
+    async with bg.spend_limit(tenant="acme"):
+        BudgetCallbackHandler(user="u-7").on_llm_end(result, run_id=uuid.uuid4())
+    first, second = records
+    assert (first.user, first.feature, first.cost) == ("u-9", "chat", INSTRUCT_COST)
+    assert (second.tenant, second.user, second.cost) == ("acme", "u-7", INSTRUCT_COST)
 
 
 def test_a_completion_model_is_reserved_and_settled(
@@ -645,6 +821,20 @@ def test_a_completion_model_is_reserved_and_settled(
     limit_users("0.00001")
     with pytest.raises(bg.BudgetExceeded):
         llm.invoke("Say something.", config=settings)
+
+
+def test_a_completion_batch_is_charged_its_one_request_once(
+    records: list[bg.CallRecord],
+) -> None:
+    """A completion model sends a batch of prompts as one request: LangChain gives its
+    usage to the first prompt's run and an empty block to the others, already paid."""
+    settings = config(BudgetCallbackHandler(), ls_model_name="gpt-3.5-turbo-instruct")
+    llm = Instruct(responses=["fine"] * 3)
+    llm.generate(
+        ["Say something."] * 3, callbacks=settings["callbacks"], metadata=settings["metadata"]
+    )
+    assert sorted(r.cost for r in records) == [0, 0, INSTRUCT_COST]
+    assert user().spent == nanos_to_usd(INSTRUCT_COST) and user().held == 0
 
 
 # -- many at once, one small budget ------------------------------------------------------

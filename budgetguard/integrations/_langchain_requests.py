@@ -25,13 +25,22 @@ the provider LangChain reports (``ls_provider``).
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from types import CodeType
 from typing import TYPE_CHECKING, Any, Literal
 
+from langchain_core.callbacks import manager as callback_manager
+
+from .._core.attribution import Frame, RunTally
 from .._core.errors import ConfigurationError
+from .._core.plan import on_exceed_of
 from .._core.records import LLMRequest
+from .._engine import frames
 from .._engine.admission import warn_once
+from .._engine.ids import new_id
 from ..pricing.calibration import family_of
 from ..providers import anthropic as anthropic_messages
 from ..providers import gemini, openai_chat
@@ -43,7 +52,23 @@ from ..providers.routes import Route, provider_for_url
 if TYPE_CHECKING:
     from langchain_core.messages import BaseMessage
 
-__all__ = ["HINTS", "ModelCall", "completion_request", "model_call", "route_of"]
+    from .._engine.config import Settings
+
+__all__ = [
+    "AWAITING",
+    "HINTS",
+    "Event",
+    "ModelCall",
+    "attributed",
+    "attribution_id",
+    "batch_of",
+    "completion_request",
+    "frame_of",
+    "inline_for",
+    "model_call",
+    "route_of",
+    "tag_value",
+]
 
 HINTS: Mapping[str, str] = {
     "openai": "openai",
@@ -266,3 +291,108 @@ def _cache_marks(messages: Sequence[BaseMessage]) -> Literal["5m", "1h"] | None:
                     return "1h"
                 found = "5m"
     return found
+
+
+def batch_of(kwargs: Mapping[str, Any]) -> object:
+    """What the runs of one ``generate()`` over several message lists share: their parent
+    and the very params object LangChain passes to each start (None: a batch of one)."""
+    size = kwargs.get("batch_size")
+    if not isinstance(size, int) or size < 2:
+        return None
+    return (kwargs.get("parent_run_id"), id(kwargs.get("invocation_params")))
+
+
+def attribution_id(value: object, field: str) -> str:
+    """An attribution id: a non-empty string, or an int (a numeric user id) as one."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, str) or not value:
+        raise ConfigurationError(
+            f"{field}: expected a non-empty string id, got {value!r} (an empty id would "
+            "escape every limit of its scope)"
+        )
+    return value
+
+
+def tag_value(value: object, field: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ConfigurationError(f"{field}: expected a string tag value, got {value!r}")
+    return str(value)
+
+
+def frame_of(who: Mapping[str, str], tags: Mapping[str, str], settings: Settings) -> Frame | None:
+    """A frame with a call's attribution, and ``raise`` where the policy or an enclosing
+    frame asks for a downgrade (a callback cannot send one); None: nothing to add."""
+    downgrading = on_exceed_of(settings.policy, frames.active_frames()) == "downgrade"
+    if not who and not tags and not downgrading:
+        return None
+    return Frame(
+        id=new_id(),
+        tenant=who.get("tenant"),
+        user=who.get("user"),
+        feature=who.get("feature"),
+        tags=dict(tags),
+        limits=(),
+        on_exceed="raise" if downgrading else None,
+        tally=RunTally(),
+    )
+
+
+@contextmanager
+def attributed(frame: Frame | None) -> Iterator[None]:
+    """``frame`` pushed for the duration (None: nothing)."""
+    token = frames.push(frame) if frame is not None else None
+    try:
+        yield
+    finally:
+        if token is not None:
+            frames.pop(token)
+
+
+AWAITING: frozenset[CodeType] = frozenset(
+    function.__code__
+    for function in (getattr(callback_manager, "_ahandle_event_for_handler", None),)
+    if callable(function) and hasattr(function, "__code__")
+)
+"""Where LangChain's async callback manager looks a handler's events up (to await them
+when they are coroutine functions). Missing in some future release: every event is then
+the plain method, which LangChain runs on its executor - still correct, only slower."""
+
+
+class Event:
+    """One callback, as a coroutine to LangChain's async manager and a plain method to
+    everything else (see ``langchain.py``'s docstring)."""
+
+    def __init__(self, plain: Callable[..., Any], awaited: Callable[..., Any]) -> None:
+        self.plain, self.awaited = plain, awaited
+
+    def __get__(self, handler: object, owner: type | None = None) -> Any:
+        if handler is None:
+            return self
+        caller = sys._getframe(1).f_code
+        chosen = self.awaited if caller in AWAITING else self.plain
+        return chosen.__get__(handler, owner)
+
+
+_LLM_START: CodeType | None = getattr(
+    getattr(callback_manager.AsyncCallbackManager, "on_llm_start", None), "__code__", None
+)
+
+
+def inline_for(handler: object, kind: type) -> bool:
+    """Whether ``handler`` runs inline, for the LangChain code reading it: inline where
+    LangChain's async ``on_llm_start`` would skip it (another inline handler, LangSmith's
+    tracer, is attached: only inline ones then see the start), and nowhere else there
+    (inline, it would hide that start from every non-inline handler). Inline everywhere
+    else: its async events are awaited all the same, and a ``generate()``'s starts then
+    run one after the other. Never without ``AWAITING``: a plain event run inline would
+    block the event loop."""
+    if not AWAITING:
+        return False
+    caller = sys._getframe(2)
+    if caller.f_code.co_name in ("<listcomp>", "<genexpr>") and caller.f_back is not None:
+        caller = caller.f_back  # Python < 3.12 runs a comprehension in a frame of its own
+    if _LLM_START is None or caller.f_code is not _LLM_START:
+        return True
+    others = getattr(caller.f_locals.get("self"), "handlers", None) or ()
+    return any(not isinstance(other, kind) and other.run_inline for other in others)

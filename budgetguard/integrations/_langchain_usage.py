@@ -19,9 +19,12 @@ its reservation.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
+
+import anyio
 
 from .._core.errors import UsageError
 from .._core.usage import Usage, UsageDetails
@@ -31,19 +34,29 @@ from ..providers.anthropic import anthropic_usage
 from ..providers.fields import check_block, count, usage_of
 from ..providers.openai_chat import openai_chat_usage, service_tier_context
 from ..providers.tracking import estimate_output_tokens
+from ..stores.base import AsyncStore, Store
+from ..stores.drive import Flow, arun, run
 
 if TYPE_CHECKING:
     from langchain_core.outputs import LLMResult
 
 __all__ = [
     "Billed",
+    "Open",
     "Partial",
+    "adrive",
     "billed",
+    "billed_error",
     "charge_of",
     "consumed",
+    "delivered",
+    "drive",
     "partial_output",
+    "unended",
     "usage_from_metadata",
 ]
+
+log = logging.getLogger("budgetguard")
 
 _TIERS = ("flex", "priority")
 """OpenAI service tiers langchain-openai names its token details after (``flex_cache_read``)."""
@@ -53,8 +66,8 @@ _TIERS = ("flex", "priority")
 class Billed:
     """What an ended call's result says it billed: ``usage`` (None: ``unreadable`` says
     why), the model the response names, whether the provider's own block was read
-    (it counts web searches; ``usage_metadata`` does not) and whether the answer came
-    from LangChain's cache."""
+    (it counts web searches; ``usage_metadata`` does not) and whether it is already paid
+    for (an answer from LangChain's cache, a completion batch's later prompts)."""
 
     usage: Usage | None
     model: str | None
@@ -71,6 +84,45 @@ class Partial:
     text: str
     usage: Usage | None
     model: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Open:
+    """A call started and not ended: its admission; for a ``generate()`` over several
+    message lists, which batch it is in and in what order it was started; when (on the
+    monotonic clock) it started, and the output ``on_llm_new_token`` has delivered."""
+
+    admission: Admission
+    label: str
+    batch: object = None
+    started: int = 0
+    opened_at: float = 0.0
+    tokens: list[str] = field(default_factory=list)
+
+    def streamed(self) -> Partial | None:
+        return Partial("".join(self.tokens), None, None) if self.tokens else None
+
+
+def unended(opened: Open, why: str) -> Flow[None]:
+    """A call whose end will never come, or never be told apart: charged its reservation
+    (it may have been sent), which also stops its lease being renewed."""
+    why = why or "another call started under its run_id before it ended"
+    yield from unpriced(opened.admission, opened.label, None, why).settle(opened.admission)
+
+
+def delivered(token: object, chunk: object) -> str:
+    """The output text and tool-call arguments one ``on_llm_new_token`` delivers (its
+    token may be a list of content blocks: the chunk's text is read instead). Never
+    raises: an error here would end the caller's stream."""
+    try:
+        text = getattr(chunk, "text", None)
+        text = text if isinstance(text, str) else token if isinstance(token, str) else ""
+        calls = getattr(getattr(chunk, "message", None), "tool_call_chunks", None) or ()
+        return text + "".join(
+            str(call.get("args") or "") for call in calls if isinstance(call, Mapping)
+        )
+    except Exception:
+        return ""
 
 
 def billed(response: LLMResult) -> Billed:
@@ -94,11 +146,29 @@ def billed(response: LLMResult) -> Billed:
     if llm_output.get("token_usage") == {}:
         # A completion model's batch is one request: LangChain gives its whole usage to
         # the first prompt's run and an empty block to the others, already paid for.
-        return Billed(Usage(), model, from_provider=True)
+        return Billed(Usage(), model, from_provider=True, cached=True)
     what = "a result without usage" if generations else "a result without generations"
     return Billed(
         None, model, unreadable=f"{what} (ChatOpenAI streams report it with stream_usage=True)"
     )
+
+
+def billed_error(error: BaseException) -> Billed | None:
+    """What a call that raised after a complete response billed: the openai SDK's
+    ``LengthFinishReasonError`` and ``ContentFilterFinishReasonError`` (a structured
+    output cut at its cap, or filtered) carry the completion, with its usage. None:
+    the error carries no response."""
+    completion = getattr(error, "completion", None)
+    usage = getattr(completion, "usage", None)
+    if usage is None:
+        return None
+    model = getattr(completion, "model", None)
+    model = model if isinstance(model, str) and model else None
+    tier = service_tier_context(getattr(completion, "service_tier", None))
+    try:
+        return Billed(openai_chat_usage(usage, "error.completion.usage", tier), model, None, True)
+    except UsageError as failure:
+        return Billed(None, model, unreadable=str(failure))
 
 
 def charge_of(admission: Admission, where: str, found: Billed) -> Charge:
@@ -235,3 +305,21 @@ def _reported_model(metadata: Mapping[str, Any], llm_output: Mapping[str, Any]) 
 def _tiered(details: object, name: str, path: str) -> int:
     """A count langchain-openai may file under a service tier (``flex_cache_read``)."""
     return count(details, name, path) + sum(count(details, f"{t}_{name}", path) for t in _TIERS)
+
+
+def drive(flow: Flow[None], store: Store | None) -> None:
+    """Settle or release on the sync store; a failure is logged, never raised."""
+    try:
+        run(flow, store)
+    except Exception:  # the caller has its response (or its own error): never fail it here
+        log.exception("budgetguard: settling a LangChain call failed; the caller is unaffected")
+
+
+async def adrive(flow: Flow[None], store: AsyncStore | None) -> None:
+    """The same on the async store, carried through even when the caller's task is being
+    cancelled (a cancelled settle would leave the call held until its lease ran out)."""
+    try:
+        with anyio.CancelScope(shield=True):
+            await arun(flow, store)
+    except Exception:  # the caller has its response (or its own error): never fail it here
+        log.exception("budgetguard: settling a LangChain call failed; the caller is unaffected")

@@ -19,8 +19,11 @@ LangGraph nodes.
 - ``on_llm_end``: settled from the usage the result reports (cache reads and
   writes, reasoning: ``_langchain_usage``); a result without usage is charged
   its reservation and logged once; a LangChain cache hit costs nothing.
-- ``on_llm_error``: a stream that had begun is charged what it consumed (at
-  most its reservation); any other failure releases the hold.
+- ``on_llm_error``: an answer the SDK refused after it was billed (openai's
+  ``LengthFinishReasonError``) is charged the usage it carries; a stream that
+  had begun is charged what it consumed (its chunks, or the tokens
+  ``on_llm_new_token`` counted when the model streams inside ``invoke()``), at
+  most its reservation; any other failure releases the hold.
 
 Attribution: the enclosing ``bg.budget`` / ``bg.spend_limit`` frames, as for
 any guarded call, then the handler's own ``tenant`` / ``user`` / ``feature`` /
@@ -33,7 +36,7 @@ and runs plain ones on its executor. A plain handler would work in both, but in
 async code every event would then hold an executor thread - and a call waiting
 for budget (``contention_wait_s``, ``on_exceed="block"``) holds one until the
 calls it waits for settle, which they cannot do once the few executor threads
-are all waiting. So each event is an ``_Event``: the async manager's lookup
+are all waiting. So each event is an ``Event``: the async manager's lookup
 (recognised by its code object) gets the coroutine - admitted and settled on
 the async store, waiting on the event loop, in the caller's task and frames -
 and every other lookup gets the plain method.
@@ -48,80 +51,60 @@ model's ``max_tokens``, else the model's maximum), never at one it will not get.
 from __future__ import annotations
 
 import itertools
-import logging
-import sys
 import threading
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
-from types import CodeType
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler
-from langchain_core.callbacks import manager as callback_manager
 from langchain_core.messages import BaseMessage
 from langchain_core.outputs import LLMResult
 
-from .._core.attribution import Frame, RunTally
+from .._core.attribution import Frame
 from .._core.errors import ConfigurationError, describe_error
-from .._core.plan import on_exceed_of
-from .._engine import frames
-from .._engine.admission import Admission, warn_once
+from .._engine.admission import warn_once
 from .._engine.charges import priced, unpriced, worst_case_of
 from .._engine.config import Settings, current
 from .._engine.flow import admit_after, admit_flow
-from .._engine.ids import new_id
 from .._engine.upkeep import upkeep
 from ..providers.routes import route_for
-from ..stores.base import AsyncStore, Store
 from ..stores.drive import Flow, arun, run
-from ._langchain_requests import ModelCall, completion_request, model_call, route_of
-from ._langchain_usage import Billed, billed, charge_of, consumed, partial_output
+from ._langchain_requests import (
+    Event,
+    ModelCall,
+    attributed,
+    attribution_id,
+    batch_of,
+    completion_request,
+    frame_of,
+    inline_for,
+    model_call,
+    route_of,
+    tag_value,
+)
+from ._langchain_usage import (
+    Billed,
+    Open,
+    adrive,
+    billed,
+    billed_error,
+    charge_of,
+    consumed,
+    delivered,
+    drive,
+    partial_output,
+    unended,
+)
 
 __all__ = ["BudgetCallbackHandler"]
-
-log = logging.getLogger("budgetguard")
 
 MAX_OPEN_RUNS = 10_000
 """Calls started and not yet ended that one handler keeps; past it the oldest is dropped:
 its lease is no longer renewed, so its hold is freed when the lease runs out."""
 
 _FIELDS = ("tenant", "user", "feature")
-
-_AWAITING: frozenset[CodeType] = frozenset(
-    function.__code__
-    for function in (getattr(callback_manager, "_ahandle_event_for_handler", None),)
-    if callable(function) and hasattr(function, "__code__")
-)
-"""Where LangChain's async callback manager looks a handler's events up (to await them
-when they are coroutine functions). Missing in some future release: every event is then
-the plain method, which LangChain runs on its executor - still correct, only slower."""
-
-
-class _Event:
-    """One callback, as a coroutine to LangChain's async manager and a plain method to
-    everything else (see the module docstring)."""
-
-    def __init__(self, plain: Callable[..., Any], awaited: Callable[..., Any]) -> None:
-        self.plain, self.awaited = plain, awaited
-
-    def __get__(self, handler: object, owner: type | None = None) -> Any:
-        if handler is None:
-            return self
-        caller = sys._getframe(1).f_code
-        chosen = self.awaited if caller in _AWAITING else self.plain
-        return chosen.__get__(handler, owner)
-
-
-@dataclass(frozen=True, slots=True)
-class _Open:
-    """A call started and not ended: its admission; for a ``generate()`` over several
-    message lists, which batch it is in and in what order it was started."""
-
-    admission: Admission
-    label: str
-    batch: object = None
-    started: int = 0
 
 
 class BudgetCallbackHandler(BaseCallbackHandler):
@@ -136,10 +119,23 @@ class BudgetCallbackHandler(BaseCallbackHandler):
     whose values become tags (``("langgraph_node",)``). ``provider`` and
     ``models`` are ``instrument()``'s: the genai-prices provider to price under,
     and API names (an Azure deployment) mapped to the model to price them as.
+
+    ``max_call_s`` (default an hour): a call that started and has not ended after it
+    is charged its reservation, with a warning, the next time a call starts or ends
+    on this handler - its end will not come (another ``raise_error`` handler failed
+    after this one reserved, the caller was interrupted); it may have been sent, so it
+    is never freed at $0. Two calls open at once under one ``run_id`` (a shared
+    ``config={"run_id": ...}``) cannot be told apart at their ends: the earlier is
+    charged its reservation when the later starts, and each end is then settled as
+    it comes (the end matching no open call as one whose start was not seen) - it
+    may overcharge, never undercharge.
     """
 
     raise_error = True
-    run_inline = False
+
+    @property
+    def run_inline(self) -> bool:  # type: ignore[override]
+        return inline_for(self, BudgetCallbackHandler)
 
     def __init__(
         self,
@@ -152,14 +148,22 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         tag_keys: Sequence[str] = (),
         provider: str | None = None,
         models: Mapping[str, str] | None = None,
+        max_call_s: float = 3600.0,
     ) -> None:
         super().__init__()
+        if isinstance(max_call_s, bool) or not isinstance(max_call_s, int | float):
+            raise ConfigurationError(f"max_call_s: expected seconds, got {max_call_s!r}")
+        if not max_call_s > 0:
+            raise ConfigurationError(f"max_call_s: expected seconds > 0, got {max_call_s!r}")
+        self._max_call_s = float(max_call_s)
         static = {"tenant": tenant, "user": user, "feature": feature}
         self._attribution = {
-            field: _id(value, field) for field, value in static.items() if value is not None
+            field: attribution_id(value, field)
+            for field, value in static.items()
+            if value is not None
         }
         self._tags = {
-            str(key): _tag(value, f"tags[{key!r}]") for key, value in (tags or {}).items()
+            str(key): tag_value(value, f"tags[{key!r}]") for key, value in (tags or {}).items()
         }
         keys = {field: field for field in _FIELDS}
         for field, key in (metadata_keys or {}).items():
@@ -174,7 +178,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
             raise ConfigurationError(f"tag_keys: expected metadata key names, got {tag_keys!r}")
         self._tag_keys = tuple(tag_keys)
         self._route = route_for(object(), provider, models)
-        self._open: dict[UUID, _Open] = {}
+        self._open: dict[UUID, Open] = {}
         self._lock = threading.Lock()
         self._started = itertools.count()
         self._admitting: tuple[Settings, Settings] | None = None
@@ -210,8 +214,10 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         metadata: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
+        self._sweep()
         call, settings = self._chat_call(serialized, messages, metadata, kwargs)
-        run(self._start_flow(run_id, call, metadata, settings, _batch(kwargs)), settings.store)
+        flow = self._start_flow(run_id, call, metadata, settings, batch_of(kwargs))
+        self._charge_ahead(run(flow, settings.store))
 
     async def _achat_model_start(
         self,
@@ -222,9 +228,10 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         metadata: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
+        await self._asweep()
         call, settings = self._chat_call(serialized, messages, metadata, kwargs)
-        flow = self._start_flow(run_id, call, metadata, settings, _batch(kwargs))
-        await arun(flow, settings.async_store)
+        flow = self._start_flow(run_id, call, metadata, settings, batch_of(kwargs))
+        await self._acharge_ahead(await arun(flow, settings.async_store))
 
     def _llm_start(
         self,
@@ -235,8 +242,10 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         metadata: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
+        self._sweep()
         call, settings = self._completion_call(serialized, prompts, metadata, kwargs)
-        run(self._start_flow(run_id, call, metadata, settings), settings.store)
+        flow = self._start_flow(run_id, call, metadata, settings, batch_of(kwargs))
+        self._charge_ahead(run(flow, settings.store))
 
     async def _allm_start(
         self,
@@ -247,39 +256,52 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         metadata: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
+        await self._asweep()
         call, settings = self._completion_call(serialized, prompts, metadata, kwargs)
-        await arun(self._start_flow(run_id, call, metadata, settings), settings.async_store)
+        flow = self._start_flow(run_id, call, metadata, settings, batch_of(kwargs))
+        await self._acharge_ahead(await arun(flow, settings.async_store))
 
     def _llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
         opened, settings = self._closing(run_id)
-        _drive(self._end_flow(opened, response), settings.store)
+        drive(self._end_flow(opened, response, kwargs), settings.store)
+        self._sweep()
 
     async def _allm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
         opened, settings = self._closing(run_id)
-        await _adrive(self._end_flow(opened, response), settings.async_store)
+        await adrive(self._end_flow(opened, response, kwargs), settings.async_store)
+        await self._asweep()
 
     def _llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         opened, settings = self._closing(run_id)
         flow = self._error_flow(opened, error, kwargs.get("response"), self._batch_left(opened))
-        _drive(flow, settings.store)
+        drive(flow, settings.store)
+        self._sweep()
 
     async def _allm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         # agenerate() ends every run of a batch itself, the failed ones and the others
         opened, settings = self._closing(run_id)
         flow = self._error_flow(opened, error, kwargs.get("response"), ())
-        await _adrive(flow, settings.async_store)
+        await adrive(flow, settings.async_store)
+        await self._asweep()
 
-    def _new_token(self, token: str, **kwargs: Any) -> None:
-        """Nothing to do per token (a stream is settled from its end)."""
+    def _new_token(self, token: str, *, run_id: UUID, **kwargs: Any) -> None:
+        """Count what a stream delivers: a stream cut inside ``invoke()`` (a model that
+        streams internally) ends with no output in its error, only in its tokens."""
+        opened = self._open.get(run_id)
+        if opened is not None:
+            opened.tokens.append(delivered(token, kwargs.get("chunk")))
 
-    async def _anew_token(self, token: str, **kwargs: Any) -> None:
+    async def _anew_token(self, token: str, *, run_id: UUID, **kwargs: Any) -> None:
         """The same, awaited: no executor hop per token in async streams."""
+        opened = self._open.get(run_id)
+        if opened is not None:
+            opened.tokens.append(delivered(token, kwargs.get("chunk")))
 
-    on_chat_model_start = _Event(_chat_model_start, _achat_model_start)
-    on_llm_start = _Event(_llm_start, _allm_start)
-    on_llm_end = _Event(_llm_end, _allm_end)
-    on_llm_error = _Event(_llm_error, _allm_error)
-    on_llm_new_token = _Event(_new_token, _anew_token)
+    on_chat_model_start = Event(_chat_model_start, _achat_model_start)
+    on_llm_start = Event(_llm_start, _allm_start)
+    on_llm_end = Event(_llm_end, _allm_end)
+    on_llm_error = Event(_llm_error, _allm_error)
+    on_llm_new_token = Event(_new_token, _anew_token)
 
     # -- start: reserve, or refuse before anything is sent ---------------------------------
     def _chat_call(
@@ -314,16 +336,22 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         metadata: Mapping[str, Any] | None,
         settings: Settings,
         batch: object = None,
-    ) -> Flow[None]:
-        """Reserve the call under a frame with its attribution; remember it by run id."""
-        frame = self._frame(metadata or {}, settings)
-        token = frames.push(frame) if frame is not None else None
+    ) -> Flow[Open | None]:
+        """Reserve the call under a frame with its attribution; remember it by run id.
+        Returns the call already open under ``run_id``, to charge (class docstring)."""
         try:
-            admission = yield from admit_flow(settings, call.request)
-        finally:
-            if token is not None:
-                frames.pop(token)
+            with attributed(self._frame(metadata or {}, settings)):
+                admission = yield from admit_flow(settings, call.request)
+        except GeneratorExit:
+            raise
+        except BaseException:
+            # LangChain starts every run of a generate() before it sends any: refused
+            # here, none of them is sent, and the ones already reserved are freed.
+            for other in self._take_batch(batch):
+                yield from other.admission.release_flow("another call of its batch was refused")
+            raise
         with self._lock:
+            earlier = self._open.pop(run_id, None)
             if len(self._open) >= MAX_OPEN_RUNS:
                 dropped = self._open.pop(next(iter(self._open)))
                 if dropped.admission.reservation is not None:  # no more lease renewals
@@ -335,7 +363,42 @@ class BudgetCallbackHandler(BaseCallbackHandler):
                     MAX_OPEN_RUNS,
                     dropped.label,
                 )
-            self._open[run_id] = _Open(admission, call.label, batch, next(self._started))
+            opened = Open(admission, call.label, batch, next(self._started), time.monotonic())
+            self._open[run_id] = opened
+        return earlier
+
+    def _charge_ahead(self, earlier: Open | None, why: str = "") -> None:
+        if earlier is not None:
+            drive(unended(earlier, why), earlier.admission.settings.store)
+
+    async def _acharge_ahead(self, earlier: Open | None, why: str = "") -> None:
+        if earlier is not None:
+            await adrive(unended(earlier, why), earlier.admission.settings.async_store)
+
+    def _overdue(self) -> list[Open]:
+        """The calls open longer than ``max_call_s``, taken out (oldest first: ``_open``
+        keeps the order they started in)."""
+        cutoff = time.monotonic() - self._max_call_s
+        with self._lock:
+            old = list(
+                itertools.takewhile(lambda key: self._open[key].opened_at < cutoff, self._open)
+            )
+            return [self._open.pop(key) for key in old]
+
+    def _sweep(self) -> None:
+        for opened in self._overdue():
+            self._charge_ahead(opened, f"no end after max_call_s={self._max_call_s:g}s")
+
+    async def _asweep(self) -> None:
+        for opened in self._overdue():
+            await self._acharge_ahead(opened, f"no end after max_call_s={self._max_call_s:g}s")
+
+    def _take_batch(self, batch: object) -> list[Open]:
+        if batch is None:
+            return []
+        with self._lock:
+            keys = [key for key, run in self._open.items() if run.batch == batch]
+            return [self._open.pop(key) for key in keys]
 
     def _settings(self) -> Settings:
         """The settings to admit with: the policy without the output caps a callback cannot
@@ -362,38 +425,28 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         policy or an enclosing frame asks for a downgrade; None when there is nothing to
         add."""
         who = dict(self._attribution)
-        for field, key in self._keys.items():
+        for name, key in self._keys.items():
             value = metadata.get(key)
             if value is not None:
-                who[field] = _id(value, f"metadata[{key!r}]")
+                who[name] = attribution_id(value, f"metadata[{key!r}]")
         tags = dict(self._tags)
         for key in self._tag_keys:
             value = metadata.get(key)
             if value is not None:
-                tags[key] = _tag(value, f"metadata[{key!r}]")
-        downgrading = on_exceed_of(settings.policy, frames.active_frames()) == "downgrade"
-        if not who and not tags and not downgrading:
-            return None
-        return Frame(
-            id=new_id(),
-            tenant=who.get("tenant"),
-            user=who.get("user"),
-            feature=who.get("feature"),
-            tags=tags,
-            limits=(),
-            on_exceed="raise" if downgrading else None,
-            tally=RunTally(),
-        )
+                tags[key] = tag_value(value, f"metadata[{key!r}]")
+        return frame_of(who, tags, settings)
 
     # -- end: settle from the usage, or charge conservatively ------------------------------
-    def _closing(self, run_id: UUID) -> tuple[_Open | None, Settings]:
+    def _closing(self, run_id: UUID) -> tuple[Open | None, Settings]:
         """The call ``run_id`` started (None: not seen), and the settings it was admitted
         with: its hold lives in their store."""
         with self._lock:
             opened = self._open.pop(run_id, None)
         return opened, opened.admission.settings if opened is not None else current()
 
-    def _end_flow(self, opened: _Open | None, response: LLMResult) -> Flow[None]:
+    def _end_flow(
+        self, opened: Open | None, response: LLMResult, kwargs: Mapping[str, Any]
+    ) -> Flow[None]:
         try:
             found = billed(response)
         except Exception as error:  # charged its reservation rather than left held
@@ -404,7 +457,8 @@ class BudgetCallbackHandler(BaseCallbackHandler):
             # An end whose start this handler never saw (LangChain skips a non-inline
             # handler's on_llm_start in async code when an inline one is attached): the
             # provider billed it, so it is charged to the budgets in force, unchecked.
-            admission = admit_after(found.model)
+            with attributed(self._frame(kwargs.get("metadata") or {}, current())):
+                admission = admit_after(found.model)
             where = "LangChain model (start not seen)"
             if found.usage is not None:
                 charge = priced(admission, where, found.usage, found.model)
@@ -412,23 +466,22 @@ class BudgetCallbackHandler(BaseCallbackHandler):
                 charge = worst_case_of(admission, where, found.unreadable or "no usage")
             yield from charge.settle(admission)
 
-    def _batch_left(self, failed: _Open | None) -> list[_Open]:
+    def _batch_left(self, failed: Open | None) -> list[Open]:
         """The other calls still open in ``failed``'s batch: a sync ``generate()`` over
         several message lists stops at its first failure and ends none of them."""
-        if failed is None or failed.batch is None:
-            return []
-        with self._lock:
-            left = [key for key, run in self._open.items() if run.batch == failed.batch]
-            return [self._open.pop(key) for key in left]
+        return self._take_batch(failed.batch) if failed is not None else []
 
     def _error_flow(
-        self, opened: _Open | None, error: BaseException, response: object, left: Sequence[_Open]
+        self, opened: Open | None, error: BaseException, response: object, left: Sequence[Open]
     ) -> Flow[None]:
         if opened is None:
             return
         admission = opened.admission
-        partial = partial_output(response)
-        if partial is None:
+        found = billed_error(error)  # answered, then refused by the SDK: billed
+        partial = partial_output(response) or opened.streamed()
+        if found is not None:
+            yield from charge_of(admission, opened.label, found).settle(admission)
+        elif partial is None:
             yield from admission.release_flow(describe_error(error))
         else:
             yield from consumed(admission, partial).settle(admission)
@@ -438,44 +491,3 @@ class BudgetCallbackHandler(BaseCallbackHandler):
                 yield from unpriced(other.admission, other.label, None, why).settle(other.admission)
             else:  # never sent: the batch stopped at the failure
                 yield from other.admission.release_flow("an earlier call of its batch failed")
-
-
-def _batch(kwargs: Mapping[str, Any]) -> object:
-    """What the runs of one ``generate()`` over several message lists share: their parent
-    and the very params object LangChain passes to each start (None: a batch of one)."""
-    size = kwargs.get("batch_size")
-    if not isinstance(size, int) or size < 2:
-        return None
-    return (kwargs.get("parent_run_id"), id(kwargs.get("invocation_params")))
-
-
-def _drive(flow: Flow[None], store: Store | None) -> None:
-    try:
-        run(flow, store)
-    except Exception:  # the caller has its response (or its own error): never fail it here
-        log.exception("budgetguard: settling a LangChain call failed; the caller is unaffected")
-
-
-async def _adrive(flow: Flow[None], store: AsyncStore | None) -> None:
-    try:
-        await arun(flow, store)
-    except Exception:  # the caller has its response (or its own error): never fail it here
-        log.exception("budgetguard: settling a LangChain call failed; the caller is unaffected")
-
-
-def _id(value: object, field: str) -> str:
-    """An attribution id: a non-empty string, or an int (a numeric user id) as one."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    if not isinstance(value, str) or not value:
-        raise ConfigurationError(
-            f"{field}: expected a non-empty string id, got {value!r} (an empty id would "
-            "escape every limit of its scope)"
-        )
-    return value
-
-
-def _tag(value: object, field: str) -> str:
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise ConfigurationError(f"{field}: expected a string tag value, got {value!r}")
-    return str(value)
