@@ -408,3 +408,38 @@ def test_a_downgrade_to_a_model_with_no_price_fails_at_configure() -> None:
         policy=bg.Policy(on_exceed="downgrade", downgrade={"gpt-4o": "house-model"}),
         prices={"house-model": {"input": 1, "output": 2}},
     )
+
+
+# -- a call that raised instead of answering -----------------------------------------
+
+
+def test_a_timeout_after_sending_is_released_but_never_silently(
+    fake: FakeProvider, client: Any, records: list[bg.CallRecord], caplog: Any
+) -> None:
+    # The provider may have received (and billed) a request that timed out: nothing says
+    # what it cost, so the hold is released - with a warning, never a silent $0.
+    fake.reply(delay_s=1.0)
+    with (
+        caplog.at_level(logging.WARNING, logger="budgetguard"),
+        bg.spend_limit(tenant="acme"),
+        pytest.raises(openai.APITimeoutError),
+    ):
+        client.with_options(timeout=0.2).chat.completions.create(
+            model="gpt-4o-mini", messages=MESSAGES, max_tokens=10
+        )
+    assert records[-1].outcome == "error" and tenant().held == 0
+    assert any("before it answered" in r.getMessage() for r in caplog.records)
+
+
+def test_an_error_status_from_the_provider_is_released_without_a_warning(
+    fake: FakeProvider, client: Any, records: list[bg.CallRecord], caplog: Any
+) -> None:
+    fake.reply(status=400)
+    with (
+        caplog.at_level(logging.WARNING, logger="budgetguard"),
+        bg.spend_limit(tenant="acme"),
+        pytest.raises(openai.BadRequestError),
+    ):
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=10)
+    assert records[-1].outcome == "error" and tenant().held == 0
+    assert not any("before it answered" in r.getMessage() for r in caplog.records)

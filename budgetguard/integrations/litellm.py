@@ -38,8 +38,8 @@ from typing import Any
 
 import litellm as _litellm
 
-from .._core.errors import describe_error
 from .._engine.config import Settings, current
+from ..providers.calls import release_unanswered
 from ..providers.meter import StreamMeter
 from ..providers.prepared import PreparedCall
 from ..providers.routes import Route
@@ -98,7 +98,7 @@ def _call_flow(
     try:
         result = yield Invoke(functools.partial(send, **kwargs))
     except BaseException as error:
-        yield from admission.release_flow(describe_error(error))
+        yield from release_unanswered(admission, "litellm.completion", error)
         raise
     if call.streaming:
         meter = StreamMeter(call, admission)

@@ -20,14 +20,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._core.errors import describe_error
-from .._engine.admission import Admission
+from .._engine.admission import Admission, warn_once
 from .._engine.charges import charge_response, unpriced
 from .._engine.config import Settings
 from ..stores.drive import Flow, Invoke
 from .meter import StreamMeter
 from .prepared import PreparedCall, raw_mode
 
-__all__ = ["PreparedCall", "Sent", "call_flow", "raw_mode"]
+__all__ = ["PreparedCall", "Sent", "call_flow", "raw_mode", "release_unanswered"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +45,24 @@ class Sent:
     unread: tuple[PreparedCall, Admission] | None = None
 
 
+def release_unanswered(admission: Admission, endpoint: str, error: BaseException) -> Flow[None]:
+    """Release the hold of a call that raised instead of answering. An HTTP error status is
+    the provider's refusal (nothing billed); a timeout, a lost connection or a
+    cancellation may come after the provider took the request and billed it: released
+    all the same (nothing says what it cost), but never silently."""
+    if not isinstance(getattr(error, "status_code", getattr(error, "code", None)), int):
+        warn_once(
+            (endpoint, admission.model, type(error).__name__),
+            "budgetguard: %s (%s) ended by %s before it answered; its hold is released at "
+            "$0, though the provider may have received and billed it (logged once per "
+            "endpoint, model and cause)",
+            endpoint,
+            admission.model,
+            type(error).__name__,
+        )
+    yield from admission.release_flow(describe_error(error))
+
+
 def call_flow(
     call: PreparedCall,
     settings: Settings,
@@ -58,7 +76,7 @@ def call_flow(
     try:
         result = yield Invoke(functools.partial(send, *args, **kwargs))
     except BaseException as error:
-        yield from admission.release_flow(describe_error(error))
+        yield from release_unanswered(admission, call.adapter.name, error)
         raise
     if call.raw == "stream" and hasattr(result, "parse"):
         return Sent(result, unread=(call, admission))
