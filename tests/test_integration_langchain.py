@@ -970,3 +970,15 @@ def test_importing_budgetguard_does_not_import_langchain() -> None:
     code = "import sys, budgetguard; print(any(m.startswith('langchain') for m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_call_that_timed_out_is_released_but_never_silently(
+    fake: FakeProvider, records: list[bg.CallRecord], caplog: pytest.LogCaptureFixture
+) -> None:
+    # The provider may have billed a request that timed out: released, with a warning.
+    fake.reply(delay_s=1.0)
+    model = _openai(fake, timeout=0.2)
+    with caplog.at_level(logging.WARNING, logger="budgetguard"), pytest.raises(Exception):
+        model.invoke("Hi", config=config(BudgetCallbackHandler()))
+    assert records[-1].outcome == "error" and user().held == 0
+    assert any("before it answered" in r.getMessage() for r in caplog.records)

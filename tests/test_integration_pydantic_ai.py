@@ -8,6 +8,7 @@ genai-prices' price of what the fake served, to the nano-dollar.
 from __future__ import annotations
 
 import asyncio
+import logging
 import subprocess
 import sys
 import threading
@@ -418,6 +419,25 @@ def test_a_failure_applying_the_policys_cap_releases_the_hold(
     with bg.spend_limit(tenant="acme"), pytest.raises(RuntimeError, match="cap failed"):
         Agent(no_retries(BudgetedModel(chat_model(fake)))).run_sync("Hi")
     assert tenant().held == 0 and fake.requests == []
+
+
+def test_a_request_that_timed_out_is_released_but_never_silently(
+    fake: FakeProvider, records: list[bg.CallRecord], caplog: pytest.LogCaptureFixture
+) -> None:
+    # The provider may have billed a request that timed out: released, with a warning.
+    client = openai.AsyncOpenAI(
+        base_url=fake.openai_base_url, api_key="test", timeout=0.2, max_retries=0
+    )
+    model = OpenAIChatModel("gpt-4o", provider=OpenAIProvider(openai_client=client))
+    fake.reply(delay_s=1.0)
+    with (
+        caplog.at_level(logging.WARNING, logger="budgetguard"),
+        bg.spend_limit(tenant="acme"),
+        pytest.raises(Exception),
+    ):
+        Agent(BudgetedModel(model)).run_sync("Hi", **SMALL_RUN)
+    assert tenant().held == 0 and records[-1].outcome == "error"
+    assert any("before it answered" in r.getMessage() for r in caplog.records)
 
 
 # -- failures and missing usage -----------------------------------------------------------------

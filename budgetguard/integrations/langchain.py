@@ -69,6 +69,7 @@ from .._engine.charges import priced, unpriced, worst_case_of
 from .._engine.config import Settings, current
 from .._engine.flow import admit_after, admit_flow
 from .._engine.upkeep import upkeep
+from ..providers.calls import release_unanswered
 from ..providers.routes import route_for
 from ..stores.drive import Flow, arun, run
 from ._langchain_requests import (
@@ -482,7 +483,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         if found is not None:
             yield from charge_of(admission, opened.label, found).settle(admission)
         elif partial is None:
-            yield from admission.release_flow(describe_error(error))
+            yield from release_unanswered(admission, opened.label, error)
         else:
             yield from consumed(admission, partial).settle(admission)
         for other in left:

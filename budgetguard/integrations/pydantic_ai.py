@@ -53,6 +53,7 @@ from .._core.errors import BudgetError, ConfigurationError, describe_error
 from .._engine.admission import Admission, warn_once
 from .._engine.charges import Charge, unpriced
 from .._engine.flow import aadmit
+from ..providers.calls import warn_unanswered
 from ..providers.routes import Route, route_for
 from ..stores.drive import arun
 from ._pydantic_ai_charge import WHERE, consumed_charge, response_charge
@@ -281,6 +282,8 @@ async def _failed(admission: Admission, error: BaseException) -> None:
         why = f"its response could not be read ({describe_error(error)})"
         await _settle(admission, unpriced(admission, WHERE, admission.model, why))
     else:
+        if not isinstance(error, BudgetError | UserError):
+            warn_unanswered(WHERE, admission.model, error)
         await _release(admission, error)
 
 

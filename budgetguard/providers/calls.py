@@ -27,7 +27,14 @@ from ..stores.drive import Flow, Invoke
 from .meter import StreamMeter
 from .prepared import PreparedCall, raw_mode
 
-__all__ = ["PreparedCall", "Sent", "call_flow", "raw_mode", "release_unanswered"]
+__all__ = [
+    "PreparedCall",
+    "Sent",
+    "call_flow",
+    "raw_mode",
+    "release_unanswered",
+    "warn_unanswered",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,21 +52,27 @@ class Sent:
     unread: tuple[PreparedCall, Admission] | None = None
 
 
-def release_unanswered(admission: Admission, endpoint: str, error: BaseException) -> Flow[None]:
-    """Release the hold of a call that raised instead of answering. An HTTP error status is
-    the provider's refusal (nothing billed); a timeout, a lost connection or a
-    cancellation may come after the provider took the request and billed it: released
-    all the same (nothing says what it cost), but never silently."""
+def warn_unanswered(endpoint: str, model: str | None, error: BaseException) -> None:
+    """Log once per endpoint, model and cause when a call that raised may have been
+    billed: anything but an HTTP error status (the provider's refusal, nothing billed) -
+    a timeout, a lost connection or a cancellation may come after the provider took the
+    request."""
     if not isinstance(getattr(error, "status_code", getattr(error, "code", None)), int):
         warn_once(
-            (endpoint, admission.model, type(error).__name__),
+            (endpoint, model, type(error).__name__),
             "budgetguard: %s (%s) ended by %s before it answered; its hold is released at "
             "$0, though the provider may have received and billed it (logged once per "
             "endpoint, model and cause)",
             endpoint,
-            admission.model,
+            model,
             type(error).__name__,
         )
+
+
+def release_unanswered(admission: Admission, endpoint: str, error: BaseException) -> Flow[None]:
+    """Release the hold of a call that raised instead of answering (nothing says what it
+    cost), never silently where it may have been billed (``warn_unanswered``)."""
+    warn_unanswered(endpoint, admission.model, error)
     yield from admission.release_flow(describe_error(error))
 
 
