@@ -29,6 +29,7 @@ __all__ = [
     "conservative_nanos",
     "looks_like_a_response",
     "priced",
+    "stopped_early",
     "unpriced",
     "worst_case_of",
 ]
@@ -82,6 +83,22 @@ def priced(admission: Admission, where: str, usage: Usage, model: str | None) ->
         nanos = check_nanos(admission.price(usage, model), field="cost")
     except (UnknownModel, ConfigurationError) as error:
         return unpriced(admission, where, model, str(error))
+    return Charge(nanos, usage, model)
+
+
+def stopped_early(admission: Admission, usage: Usage | None, model: str | None) -> Charge:
+    """What a call that stopped before its final usage (a stream closed, abandoned or cut)
+    consumed: ``usage`` priced at ``model``, else its hold, never more than was held; the
+    hold when nothing says what its input was (``usage`` None) - never $0 for a request
+    the provider already billed."""
+    if usage is None:
+        return Charge(admission.estimate, None, model)
+    try:
+        nanos = admission.price(usage, model)
+    except Exception:  # no price for what it reports: the hold
+        nanos = admission.estimate
+    if admission.estimate:
+        nanos = min(nanos, admission.estimate)
     return Charge(nanos, usage, model)
 
 

@@ -29,7 +29,7 @@ import anyio
 from .._core.errors import UsageError
 from .._core.usage import Usage, UsageDetails
 from .._engine.admission import Admission, warn_once
-from .._engine.charges import Charge, priced, unpriced
+from .._engine.charges import Charge, priced, stopped_early, unpriced
 from ..providers.anthropic import anthropic_usage
 from ..providers.fields import check_block, count, usage_of
 from ..providers.openai_chat import openai_chat_usage, service_tier_context
@@ -262,19 +262,12 @@ def consumed(admission: Admission, partial: Partial) -> Charge:
     model = partial.model
     seen = estimate_output_tokens(model or admission.model, partial.text)
     reported = partial.usage
+    usage: Usage | None = None
     if reported is not None and reported.input_tokens:
         usage = replace(reported, output_tokens=max(reported.output_tokens, seen))
     elif admission.input_tokens is not None:
         usage = Usage(input_tokens=admission.input_tokens, output_tokens=seen)
-    else:
-        return Charge(admission.estimate, None, model)
-    try:
-        nanos = admission.price(usage, model)
-    except Exception:  # whatever stops the pricing, the hold is a safe charge
-        nanos = admission.estimate
-    if admission.estimate:
-        nanos = min(nanos, admission.estimate)
-    return Charge(nanos, usage, model)
+    return stopped_early(admission, usage, model)
 
 
 def _provider_usage(metadata: Mapping[str, Any], llm_output: Mapping[str, Any]) -> Usage | None:

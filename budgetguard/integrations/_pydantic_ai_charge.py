@@ -25,7 +25,7 @@ from pydantic_ai.usage import RequestUsage
 from .._core.errors import UsageError
 from .._core.usage import Usage, UsageDetails
 from .._engine.admission import Admission
-from .._engine.charges import Charge, priced, unpriced
+from .._engine.charges import Charge, priced, stopped_early, unpriced
 from ..providers.fields import count, usage_of
 from ..providers.openai_chat import service_tier_context
 from ..providers.tracking import estimate_output_tokens
@@ -103,6 +103,7 @@ def consumed_charge(admission: Admission, response: ModelResponse) -> Charge:
         count(usage, "output_tokens", path),
         estimate_output_tokens(model, _output_text(response)),
     )
+    consumed: Usage | None = None
     if count(usage, "input_tokens", path):  # reported up front (Anthropic's message_start)
         consumed = usage_of(
             path,
@@ -114,15 +115,7 @@ def consumed_charge(admission: Admission, response: ModelResponse) -> Charge:
         )
     elif admission.input_tokens is not None:
         consumed = Usage(input_tokens=admission.input_tokens, output_tokens=output)
-    else:
-        return Charge(admission.estimate, None, model)
-    try:
-        nanos = admission.price(consumed, model)
-    except Exception:  # no price for what it reports: the hold
-        nanos = admission.estimate
-    if admission.estimate:
-        nanos = min(nanos, admission.estimate)
-    return Charge(nanos, consumed, model)
+    return stopped_early(admission, consumed, model)
 
 
 def _output_text(response: ModelResponse) -> str:

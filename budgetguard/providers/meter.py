@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .._core.errors import UsageError, describe_error
 from .._engine.admission import Admission
-from .._engine.charges import Charge, priced, unpriced
+from .._engine.charges import Charge, priced, stopped_early, unpriced
 from ..stores.drive import Flow
 from .prepared import PreparedCall
 
@@ -55,15 +55,8 @@ class StreamMeter:
         # provider already billed.
         input_estimate = None if tracker.input_usage is not None else admission.input_tokens
         if tracker.input_usage is None and input_estimate is None:
-            return Charge(admission.estimate, None, tracker.model)
-        usage = tracker.consumed(input_estimate or 0)
-        try:
-            nanos = admission.price(usage, tracker.model)
-        except Exception:
-            nanos = admission.estimate
-        if admission.estimate:
-            nanos = min(nanos, admission.estimate)
-        return Charge(nanos, usage, tracker.model)
+            return stopped_early(admission, None, tracker.model)
+        return stopped_early(admission, tracker.consumed(input_estimate or 0), tracker.model)
 
     def finish_flow(self, error: BaseException | None = None) -> Flow[None]:
         """Settle what the stream consumed; the second and later calls do nothing. A
