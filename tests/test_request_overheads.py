@@ -16,8 +16,8 @@ import budgetguard as bg
 from budgetguard._core.records import LLMRequest
 from budgetguard._engine.estimate import estimate_of
 from budgetguard.pricing.calibration import CLAUDE_THINKING_TOKENS, bound_for
-from budgetguard.pricing.media import carries_sound, unbounded_reason
-from budgetguard.pricing.tokens import count_text_tokens
+from budgetguard.pricing.media import unbounded_reason
+from budgetguard.pricing.tokens import count_text_tokens, estimate_input
 from budgetguard.providers.anthropic import (
     ADAPTER as ANTHROPIC,
 )
@@ -138,7 +138,7 @@ def test_video_audio_and_document_urls_are_media_never_text() -> None:
     )
     as_text = count_text_tokens("google/gemini-2.5-flash", blob)
     assert held(request) < as_text / 2  # timed at 6 kbit/s (no header), not read as text
-    assert carries_sound(request.messages)
+    assert estimate_input(request.model, messages=request.messages).sound  # held at audio rate
     assert unbounded_reason({"type": "audio_url", "audio_url": {"url": "https://x/a.mp3"}})
     document = {"type": "document_url", "document_url": "https://x/a.pdf"}
     assert unbounded_reason(document) == "a document by URL"

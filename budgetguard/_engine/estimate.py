@@ -17,7 +17,6 @@ from typing import Any
 from .._core.errors import ConfigurationError, UnboundedInput
 from .._core.records import Estimate, LLMRequest
 from ..pricing.calibration import bound_for, family_of
-from ..pricing.media import carries_sound
 from ..pricing.output_limits import DEFAULT_MAX_OUTPUT_TOKENS
 from ..pricing.rates import ModelRates
 from ..pricing.tokens import InputEstimate, count_text_tokens, encoding_for, estimate_input
@@ -80,7 +79,7 @@ def estimate_of(
         output * request.choices,
         cache_write_tokens=known,
         cache_write_1h_tokens=writes_1h if known is not None else 0,
-        audio=rates.prices_audio_apart and carries_sound(request.messages),
+        audio=counted.sound and rates.prices_audio_apart,
     ) + rates.search_fees(request.web_searches)
     return Estimate(
         model=model,
@@ -131,7 +130,7 @@ def input_bound(
         writes = tokens
         if request.cache_write == "1h":
             writes_1h = tokens
-    return InputEstimate(tokens, writes, writes_1h)
+    return InputEstimate(tokens, writes, writes_1h, counted.sound)
 
 
 def writes_on_marks_only(model: str) -> bool:

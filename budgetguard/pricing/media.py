@@ -43,8 +43,8 @@ from .images import image_tokens
 
 __all__ = [
     "UNKNOWN_MEDIA_TOKENS",
-    "carries_sound",
     "is_media_part",
+    "is_sound_part",
     "media_tokens",
     "unbounded_reason",
 ]
@@ -156,17 +156,11 @@ def is_media_part(part: Mapping[str, Any]) -> bool:
     return _describe(part) is not None
 
 
-def carries_sound(value: object) -> bool:
-    """Whether a request value holds an audio or video part (or a file that may be one):
-    sound some models bill at a dearer rate than text."""
-    if isinstance(value, Mapping):
-        media = _describe(value)
-        if media is not None:
-            return media.kind in ("audio", "video", "file")
-        return any(carries_sound(item) for item in value.values())
-    if isinstance(value, list | tuple):
-        return any(carries_sound(item) for item in value)
-    return False
+def is_sound_part(part: Mapping[str, Any]) -> bool:
+    """An audio or video part (or a file that may be either): sound some models bill at
+    a dearer rate than text."""
+    media = _describe(part)
+    return media is not None and media.kind in ("audio", "video", "file")
 
 
 def unbounded_reason(part: Mapping[str, Any]) -> str | None:

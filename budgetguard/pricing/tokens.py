@@ -2,11 +2,10 @@
 
 A reservation is only as safe as its estimate: if the prompt is counted low,
 a call can spend past a limit. OpenAI models are counted exactly with their
-tiktoken encoding plus the per-message overhead OpenAI documents. There is no
-local tokenizer for Claude or Gemini, so their text is bounded from the
-cl100k count with each family's calibrated factor (``calibration``), never
-above the UTF-8 byte count (a token is at least one byte). Images cost what
-the provider's formula says for their size (``images``).
+tiktoken encoding plus the per-message overhead OpenAI documents. Claude and
+Gemini text is bounded from the cl100k count with each family's calibrated
+factor (``calibration``), never above the UTF-8 byte count. Images and other
+media cost their provider's formula (``images``, ``media``), whose sound is flagged.
 
 ``estimate_input`` also says which part of the input an Anthropic request
 marks for its prompt cache (``cache_control``): those tokens are billed as
@@ -31,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from .._core.errors import ConfigurationError
 from .calibration import OTHER, Bound, bound_for, family_of
 from .images import UNKNOWN_IMAGE_TOKENS, image_tokens, is_image_part
-from .media import is_media_part, media_tokens
+from .media import is_media_part, is_sound_part, media_tokens
 from .memo import BoundedMemo, freeze, thaw
 from .tool_text import openai_tool_text
 
@@ -86,8 +85,8 @@ _encodings: dict[str, tiktoken.Encoding | None] = {}
 _model_encodings: dict[str, str | None] = {}
 _rules: dict[str, _Rule] = {}
 
-_Counted = tuple[int, tuple[tuple[int, bool], ...]]
-"""Tokens of a message, system block or tool, and its cache markers (end offset, one-hour TTL)."""
+_Counted = tuple[int, tuple[tuple[int, bool], ...], bool]
+"""Tokens of a message, system block or tool, its cache markers (end, one-hour TTL), sound."""
 
 _texts: BoundedMemo[int] = BoundedMemo(entries=65_536, chars=64_000_000)
 """Token count of a string, by (encoding, rule, string)."""
@@ -111,6 +110,7 @@ class InputEstimate:
     tokens: int
     cache_write_tokens: int = 0
     cache_write_1h_tokens: int = 0
+    sound: bool = False  # audio or video (or a file that may be either): dearer on some models
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,7 +232,7 @@ def _bounded(bound: Bound, cl100k: int, text: str) -> int:
 class _Counter:
     """One request's counting context: the model's rule and the image cap."""
 
-    __slots__ = ("cap", "model", "per_message", "reply_primer", "rule")
+    __slots__ = ("cap", "model", "per_message", "reply_primer", "rule", "sound")
 
     def __init__(self, model: str, cap: int | None) -> None:
         self.model = model
@@ -241,6 +241,7 @@ class _Counter:
         bound = rule.bound
         self.per_message = TOKENS_PER_MESSAGE if bound is None else bound.per_message
         self.reply_primer = REPLY_PRIMER_TOKENS if bound is None else bound.reply_primer
+        self.sound = False  # set by the parts counted since a message or block began
 
     def value(self, value: object) -> int:
         """Every string in a message value, images by their provider's formula."""
@@ -263,6 +264,7 @@ class _Counter:
         if is_image_part(value):
             return image_tokens(self.model, value, family=self.rule.family, cap=self.cap)
         if is_media_part(value):  # documents, audio, video: sized from their bytes, never as text
+            self.sound = self.sound or is_sound_part(value)
             counted = media_tokens(
                 self.model,
                 value,
@@ -306,6 +308,7 @@ class _Counter:
         return found
 
     def message(self, message: Mapping[str, Any]) -> _Counted:
+        self.sound = False
         total = self.per_message
         markers: list[tuple[int, bool]] = []
         for key, value in message.items():
@@ -326,19 +329,20 @@ class _Counter:
         ttl = _marker(message, nested=False)  # its blocks' markers are in already
         if ttl is not None:
             markers.append((total, ttl))
-        return total, tuple(markers)
+        return total, tuple(markers), self.sound
 
     def tool(self, tool: Mapping[str, Any]) -> _Counted:
         definition = {key: item for key, item in tool.items() if key not in _SKIP_KEYS}
         rendered = openai_tool_text(definition) if self.rule.bound is None else None
         tokens = _count_text(self.rule, rendered if rendered is not None else _dumps(definition))
         ttl = _marker(tool)
-        return tokens, ((tokens, ttl),) if ttl is not None else ()
+        return tokens, ((tokens, ttl),) if ttl is not None else (), False
 
     def block(self, block: object) -> _Counted:
+        self.sound = False
         tokens = self.value(block)
         ttl = _marker(block)
-        return tokens, ((tokens, ttl),) if ttl is not None else ()
+        return tokens, ((tokens, ttl),) if ttl is not None else (), self.sound
 
 
 def _marker(item: object, *, nested: bool = True) -> bool | None:
@@ -371,15 +375,17 @@ def _chat(
     messages: Sequence[Mapping[str, Any]] | None,
     system: str | Sequence[Mapping[str, Any]] | None,
     tools: Sequence[Mapping[str, Any]] | None,
-) -> tuple[int, list[tuple[int, bool]]]:
-    """Tokens of tools, system and messages (Anthropic's cache order) and the cache markers."""
+) -> tuple[int, list[tuple[int, bool]], bool]:
+    """Tokens of tools, system and messages (Anthropic's cache order), cache markers, sound."""
     total = 0
     markers: list[tuple[int, bool]] = []
+    sound = False
 
     def add(counted: _Counted) -> None:
-        nonlocal total
+        nonlocal total, sound
         markers.extend((total + offset, ttl) for offset, ttl in counted[1])
         total += counted[0]
+        sound = sound or counted[2]
 
     if tools:
         bound = counter.rule.bound
@@ -400,7 +406,7 @@ def _chat(
                 f"messages[{index}]: expected a mapping, got {type(message).__name__}"
             )
         add(counter.memo("message", message, counter.message))
-    return total + counter.reply_primer, markers
+    return total + counter.reply_primer, markers, sound
 
 
 def estimate_input(
@@ -427,8 +433,9 @@ def estimate_input(
     counter = _Counter(model, rates.context_window if rates is not None else None)
     tokens = 0
     markers: list[tuple[int, bool]] = []
+    sound = False
     if messages is not None or system is not None or tools is not None:
-        tokens, markers = _chat(counter, messages, system, tools)
+        tokens, markers, sound = _chat(counter, messages, system, tools)
         if cache_control is not None:  # automatic caching: up to the last block
             one_hour = _marker({"cache_control": cache_control})
             markers.append((tokens - counter.reply_primer, bool(one_hour)))
@@ -436,10 +443,10 @@ def estimate_input(
         prompts = [prompt] if isinstance(prompt, str) else prompt
         tokens += sum(counter.value(text) for text in prompts)
     if not markers:
-        return InputEstimate(tokens)
+        return InputEstimate(tokens, sound=sound)
     write = max(position for position, _ in markers)
     write_1h = max((position for position, one_hour in markers if one_hour), default=0)
-    return InputEstimate(tokens, write, write_1h)
+    return InputEstimate(tokens, write, write_1h, sound)
 
 
 def count_message_tokens(
