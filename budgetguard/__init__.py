@@ -38,6 +38,17 @@ from ._engine.config import Settings, configure, current, reset
 from ._engine.estimate import estimate
 from ._engine.flow import aadmit, aadmit_cost, admit, admit_cost
 from ._engine.guard import Guard, Run, budget, spend_limit
+from ._engine.limits import (
+    ListedLimit,
+    alimits,
+    aremove_limit,
+    aset_limit,
+    aset_plan,
+    limits,
+    remove_limit,
+    set_limit,
+    set_plan,
+)
 from ._engine.status import BudgetStatus, astatus, status
 from .observe.alerts import (
     Alert,
@@ -73,6 +84,7 @@ __all__ = [
     "LLMRequest",
     "Ledger",
     "Limit",
+    "ListedLimit",
     "LogSink",
     "MemoryAlertState",
     "MemoryStore",
@@ -98,14 +110,22 @@ __all__ = [
     "aadmit_cost",
     "admit",
     "admit_cost",
+    "alimits",
+    "aremove_limit",
+    "aset_limit",
+    "aset_plan",
     "astatus",
     "budget",
     "configure",
     "current",
     "estimate",
     "instrument",
+    "limits",
     "open_ledger",
+    "remove_limit",
     "reset",
+    "set_limit",
+    "set_plan",
     "spend_limit",
     "status",
 ]

@@ -15,7 +15,8 @@ import budgetguard as bg
 from budgetguard._engine.estimate import LARGE_PROMPT_CHARS
 from budgetguard._engine.flow import admit, admit_cost, admit_flow
 from budgetguard.stores import MemoryStore, RedisStore
-from budgetguard.stores.drive import Compute
+from budgetguard._core.limitbook import EMPTY_BOOK
+from budgetguard.stores.drive import Compute, LoadLimits
 from budgetguard.stores.redis import AsyncRedisStore
 from budgetguard.testing import FakeProvider
 
@@ -340,7 +341,13 @@ def test_the_policy_cap_applies_to_the_public_estimate() -> None:
 
 def test_a_large_prompt_is_counted_off_the_loop() -> None:
     settings = bg.current()
-    small = next(admit_flow(settings, bg.LLMRequest("gpt-4o", MESSAGES, max_tokens=1)))
+
+    def first_work(request: bg.LLMRequest) -> object:
+        flow = admit_flow(settings, request)
+        assert isinstance(next(flow), LoadLimits)  # the stored limits come first
+        return flow.send(EMPTY_BOOK)
+
+    small = first_work(bg.LLMRequest("gpt-4o", MESSAGES, max_tokens=1))
     assert isinstance(small, Compute) and small.offload is not None and not small.offload()
     nested = [{"role": "user", "content": [{"type": "tool_result", "content": "x" * 60_000}]}]
     for large in (
@@ -348,7 +355,7 @@ def test_a_large_prompt_is_counted_off_the_loop() -> None:
         bg.LLMRequest("claude-sonnet-4-5", nested, max_tokens=1),  # deep in a tool result
         bg.LLMRequest("gpt-4o", MESSAGES, system=[{"text": "s" * 60_000}], max_tokens=1),
     ):
-        op = next(admit_flow(settings, large))
+        op = first_work(large)
         assert isinstance(op, Compute) and op.offload is not None and op.offload()
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from .windows import Window
 
-__all__ = ["Counter", "CounterStatus", "Denial", "Reservation", "ReserveOutcome"]
+__all__ = ["Counter", "CounterStatus", "Denial", "Reservation", "ReserveOutcome", "share"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +32,20 @@ class Counter:
     tz: str = "UTC"
     label: str = ""
     """What to call it in errors when ``subject`` means nothing to a person (a run's name)."""
+    unit: str = "usd"
+    """What it counts: ``"usd"`` (nano-USD), ``"tokens"`` or ``"requests"``."""
+    soft: bool = False
+    """A soft limit (``enforce="warn"``): it counts and reports, but never refuses."""
+    source: str = "code"
+    """Where its limit comes from: ``"code"``, ``"store"`` or ``"plan:<name>"``."""
+
+
+def share(counter: Counter, nanos: int, tokens: int) -> int:
+    """What one call holds or charges on ``counter``: its cost, its tokens, or 1 call."""
+    unit = counter.unit
+    if unit == "usd":
+        return nanos
+    return tokens if unit == "tokens" else 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +58,10 @@ class Reservation:
     amount: int
     buckets: tuple[tuple[Counter, int], ...]
     expires_at: float
+    tokens: int = 0
+    """The tokens held on token counters (the call's worst case)."""
+    over_soft: tuple[Counter, ...] = ()
+    """Soft counters this hold took past their limit: the call passes, and says so."""
 
 
 @dataclass(frozen=True, slots=True)

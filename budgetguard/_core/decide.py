@@ -11,6 +11,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from decimal import Decimal
 
 from .counters import Counter, Denial, Reservation
 from .errors import BudgetExceeded
@@ -37,6 +38,7 @@ class CapDenial:
 
     cap: int
     requested: int
+    unit: str = "usd"
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,31 +76,40 @@ Step = Admit | TryModel | Wait | Fit | Refuse
 
 def exceeded(denial: Denial | CapDenial, model: str | None) -> BudgetExceeded:
     if isinstance(denial, CapDenial):
+        amount = _amount_in(denial.unit)
         return BudgetExceeded(
             scope="request",
             key="",
-            limit=nanos_to_usd(denial.cap),
-            spent=nanos_to_usd(0),
-            requested=nanos_to_usd(denial.requested),
+            limit=amount(denial.cap),
+            spent=amount(0),
+            requested=amount(denial.requested),
             window="request",
             model=model,
+            unit=denial.unit,
         )
     counter = denial.counter
     hopeless = denial.requested > counter.limit
     retry_after = None
     if denial.resets_at is not None and not hopeless:
         retry_after = timedelta(seconds=max(0.0, denial.resets_at - denial.now))
+    amount = _amount_in(counter.unit)
     return BudgetExceeded(
         scope=counter.scope,
         key=counter.label or (counter.subject if counter.scope not in ("global", "run") else ""),
-        limit=nanos_to_usd(counter.limit),
-        spent=nanos_to_usd(denial.spent),
-        held=nanos_to_usd(denial.held),
-        requested=nanos_to_usd(denial.requested),
+        limit=amount(counter.limit),
+        spent=amount(denial.spent),
+        held=amount(denial.held),
+        requested=amount(denial.requested),
         window=counter.window,
         retry_after=retry_after,
         model=model,
+        unit=counter.unit,
     )
+
+
+def _amount_in(unit: str) -> Callable[[int], Decimal]:
+    """Store integers as the public ``Decimal``: dollars from nano-USD, else a count."""
+    return nanos_to_usd if unit == "usd" else Decimal
 
 
 CONTENTION_POLL_S = 0.25

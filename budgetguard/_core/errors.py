@@ -40,8 +40,9 @@ class BudgetError(Exception):
 class BudgetExceeded(BudgetError):
     """The call would push ``scope``/``key`` past its ``limit``.
 
-    Amounts are ``Decimal`` USD. ``spent`` counts settled spend in the current
-    window, ``held`` what concurrent calls have reserved but not settled yet,
+    Amounts are ``Decimal`` USD, or counts of tokens or requests when ``unit`` says
+    so (a ``tokens=`` / ``requests=`` limit). ``spent`` counts settled spend in the
+    current window, ``held`` what concurrent calls have reserved but not settled yet,
     ``requested`` this call's worst-case estimate. ``retry_after`` (a
     ``timedelta``; ``retry_after_s`` in seconds, e.g. for a Retry-After header)
     is when the window resets, or ``None`` when waiting would not help (the
@@ -60,7 +61,9 @@ class BudgetExceeded(BudgetError):
         window: str = "total",
         retry_after: timedelta | None = None,
         model: str | None = None,
+        unit: str = "usd",
     ) -> None:
+        self.unit = unit
         self.scope = scope
         self.key = key
         self.limit = limit
@@ -80,10 +83,15 @@ class BudgetExceeded(BudgetError):
     def _message(self) -> str:
         where = f"{self.scope}={self.key!r}" if self.key else self.scope
         model = f" calling {self.model}" if self.model else ""
+        unit = getattr(self, "unit", "usd")  # pickled by an older version: dollars
+
+        def show(amount: Decimal) -> str:
+            return f"${amount}" if unit == "usd" else f"{amount:,} {unit}"
+
         text = (
-            f"budget exceeded for {where} ({self.window} limit ${self.limit}){model}: "
-            f"spent ${self.spent} + held ${self.held} + requested ${self.requested} "
-            f"> ${self.limit}"
+            f"budget exceeded for {where} ({self.window} limit {show(self.limit)}){model}: "
+            f"spent {show(self.spent)} + held {show(self.held)} + requested "
+            f"{show(self.requested)} > {show(self.limit)}"
         )
         if self.retry_after is not None:
             text += f"; resets in {int(self.retry_after.total_seconds())}s"

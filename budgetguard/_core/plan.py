@@ -1,19 +1,37 @@
-"""Planning a call: which counters it touches and which per-request cap applies.
+"""Planning a call: which counters it touches and which per-request caps apply.
 
-Pure: given the policy, the active frames, the attribution and the model,
-return the counters (immutable, cached) to reserve on.
+Pure: given the policy, the limits the store holds (``LimitBook``), the active
+frames, the attribution and the model, return the counters (immutable, cached)
+to reserve on.
+
+Where several sources set a limit for the same scope, window and unit, the most
+specific wins: a stored limit for this key, then the user's plan, then the
+tenant's plan, then a stored limit for every key of the scope, then the code
+(``Policy.limits``; the tightest of those that match). ``spend_limit`` frames
+add their own limits on top: an inner block never spends past any of them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass
 from functools import lru_cache
 from urllib.parse import quote
 
 from .attribution import Attribution, Frame
 from .counters import Counter
-from .policy import Limit, OnExceed, Policy
+from .limitbook import EMPTY_BOOK, LimitBook
+from .policy import Limit, OnExceed, Policy, Unit
 
-__all__ = ["escape", "on_exceed_of", "plan_caps", "plan_counters"]
+__all__ = [
+    "Cap",
+    "counter_of",
+    "escape",
+    "on_exceed_of",
+    "plan_caps",
+    "plan_counters",
+    "sources",
+]
 
 
 @lru_cache(maxsize=8192)
@@ -23,8 +41,17 @@ def escape(value: str) -> str:
     return quote(value, safe="-_.@")
 
 
-def _subject(limit: Limit, who: Attribution, model: str | None) -> str | None:
-    scope = limit.scope
+@dataclass(frozen=True, slots=True)
+class Cap:
+    """A per-request cap in force: at most ``amount`` of ``unit`` for one call."""
+
+    amount: int
+    unit: Unit
+    soft: bool
+    source: str
+
+
+def _subject(scope: str, who: Attribution, model: str | None) -> str | None:
     if scope == "global":
         return "*"
     if scope == "tenant":
@@ -38,17 +65,72 @@ def _subject(limit: Limit, who: Attribution, model: str | None) -> str | None:
     return None
 
 
-def _counter(limit: Limit, subject: str, who: Attribution, tz: str) -> Counter:
-    return _cached_counter(limit, subject, who.tenant, tz)
+_SUBJECT_SCOPES = ("global", "tenant", "user", "feature", "model")
 
 
-def _run_counter(limit: Limit, frame: Frame, who: Attribution, tz: str) -> Counter:
-    # One per frame: caching would only evict the others.
-    return _make_counter(limit, frame.id, who.tenant, tz, frame.name or "")
+def sources(
+    policy: Policy, book: LimitBook, scope: str, subject: str | None, who: Attribution
+) -> Iterator[tuple[str, tuple[Limit, ...]]]:
+    """The layers of limits that may apply to ``scope``'s ``subject``, most specific
+    first: (source, limits)."""
+    if subject is not None and scope != "global":
+        keyed = book.keyed.get((scope, subject))
+        if keyed:
+            yield "store", keyed
+    if book.plans and scope in ("tenant", "user", "request"):
+        if scope != "tenant" and who.user is not None:
+            plan = book.plans.get(("user", who.user))
+            if plan is not None and plan in policy.plans:
+                yield f"plan:{plan}", _of_scope(policy.plans[plan], scope)
+        if who.tenant is not None:
+            plan = book.plans.get(("tenant", who.tenant))
+            if plan is not None and plan in policy.plans:
+                yield f"plan:{plan}", _of_scope(policy.plans[plan], scope)
+    unkeyed = book.unkeyed.get(scope)
+    if unkeyed:
+        yield "store", unkeyed
+    yield (
+        "code",
+        tuple(
+            limit
+            for limit in policy.limits
+            if limit.scope == scope and (limit.key is None or limit.key == subject)
+        ),
+    )
+
+
+def _of_scope(limits: tuple[Limit, ...], scope: str) -> tuple[Limit, ...]:
+    return tuple(limit for limit in limits if limit.scope == scope)
+
+
+def _resolved(
+    policy: Policy, book: LimitBook, scope: str, subject: str | None, who: Attribution
+) -> Iterator[tuple[Limit, Unit, str]]:
+    """(limit, unit, source) in force for ``subject``: per window and unit, the first
+    layer that sets one wins."""
+    decided: set[tuple[str, str]] = set()
+    for source, limits in sources(policy, book, scope, subject, who):
+        mine: set[tuple[str, str]] = set()
+        for limit in limits:
+            for unit in limit.units:
+                slot = (limit.resolved_window, unit)
+                if slot in decided:
+                    continue
+                mine.add(slot)
+                yield limit, unit, source
+        decided |= mine
 
 
 def _make_counter(
-    limit: Limit, subject: str, tenant: str | None, tz: str, label: str = ""
+    limit: Limit,
+    unit: Unit,
+    subject: str,
+    *,
+    tenant: str | None,
+    tz: str,
+    soft: bool,
+    source: str,
+    label: str = "",
 ) -> Counter:
     window = limit.resolved_window
     tenant_tag = escape(tenant) if tenant else "global"
@@ -58,75 +140,151 @@ def _make_counter(
     else:
         base = f"{limit.scope}={escape(subject)}"
     tag = tenant_tag if limit.scope in ("tenant", "user", "run") else "global"
+    amount = limit.amount(unit)
+    assert amount is not None  # unit is one of limit.units
     return Counter(
-        key=f"{base}:{window}",
-        limit=limit.nanos,
+        key=f"{base}:{window}" if unit == "usd" else f"{base}:{window}:{unit}",
+        limit=amount,
         window=window,
         scope=limit.scope,
         subject=subject,
         tag=tag,
         tz=tz,
         label=label,
+        unit=unit,
+        soft=soft,
+        source=source,
     )
 
 
 _cached_counter = lru_cache(maxsize=8192)(_make_counter)
-"""Counters are immutable and a pure function of these four: every call of a
-tenant or user rebuilds the same ones (key strings, the limit in nano-USD)."""
+"""Counters are immutable and a pure function of their arguments: every call of a
+tenant or user rebuilds the same ones (key strings, the limit in store units)."""
+
+
+def counter_of(limit: Limit, unit: Unit, subject: str, tenant: str | None, tz: str) -> Counter:
+    """The counter ``limit`` keeps in ``unit`` for ``subject`` (users within ``tenant``)."""
+    return _cached_counter(
+        limit, unit, subject, tenant=tenant, tz=tz, soft=limit.soft, source="code"
+    )
 
 
 def plan_counters(
-    policy: Policy, frames: tuple[Frame, ...], who: Attribution, model: str | None
+    policy: Policy,
+    frames: tuple[Frame, ...],
+    who: Attribution,
+    model: str | None,
+    book: LimitBook = EMPTY_BOOK,
 ) -> tuple[Counter, ...]:
-    """Every counter one call must fit in: the policy's limits and each frame's own.
+    """Every counter one call must fit in: the limits in force (see the module doc)
+    and each frame's own.
 
-    Two limits on the same counter (same scope, subject and window) share
-    its spend, so only the tighter one is kept: holding twice on one counter
-    would double-count the call.
+    Two limits on the same counter (same scope, subject, window and unit) share
+    its spend, so only one is kept (a hard one before a soft one, then the
+    tighter): holding twice on one counter would double-count the call.
     """
     chosen: dict[str, Counter] = {}
     tz = policy.timezone
+    shadow = policy.enforce == "warn"
+    tenant = who.tenant
+    for scope in _SUBJECT_SCOPES:
+        subject = _subject(scope, who, model)
+        if subject is None:
+            continue
+        for limit, unit, source in _resolved(policy, book, scope, subject, who):
+            counter = _cached_counter(
+                limit, unit, subject, tenant=tenant, tz=tz, soft=shadow or limit.soft, source=source
+            )
+            _keep(chosen, counter)
     for limit in policy.limits:
-        scope = limit.scope
-        if scope == "request":
-            continue
-        if scope == "run":
+        if limit.scope == "run":
             for frame in frames:
-                _keep_tightest(chosen, _run_counter(limit, frame, who, tz))
-            continue
-        subject = _subject(limit, who, model)
-        if subject is not None and (limit.key is None or limit.key == subject):
-            _keep_tightest(chosen, _counter(limit, subject, who, tz))
+                _run_counters(chosen, limit, frame, who, tz=tz, soft=shadow or limit.soft)
     for frame in frames:
         for limit in frame.limits:
-            if limit.scope == "request":
+            scope = limit.scope
+            if scope == "request":
                 continue
-            if limit.scope == "run":
-                _keep_tightest(chosen, _run_counter(limit, frame, who, tz))
+            if scope == "run":
+                _run_counters(chosen, limit, frame, who, tz=tz, soft=limit.soft)
                 continue
-            subject = _subject(limit, who, model)
+            subject = _subject(scope, who, model)
             if subject is not None and (limit.key is None or limit.key == subject):
-                _keep_tightest(chosen, _counter(limit, subject, who, tz))
+                for unit in limit.units:
+                    counter = _cached_counter(
+                        limit, unit, subject, tenant=tenant, tz=tz, soft=limit.soft, source="frame"
+                    )
+                    _keep(chosen, counter)
     return tuple(chosen.values())
 
 
-def _keep_tightest(chosen: dict[str, Counter], counter: Counter) -> None:
+def _run_counters(
+    chosen: dict[str, Counter],
+    limit: Limit,
+    frame: Frame,
+    who: Attribution,
+    *,
+    tz: str,
+    soft: bool,
+) -> None:
+    # One per frame: caching would only evict the others.
+    for unit in limit.units:
+        counter = _make_counter(
+            limit,
+            unit,
+            frame.id,
+            tenant=who.tenant,
+            tz=tz,
+            soft=soft,
+            source="frame" if limit in frame.limits else "code",
+            label=frame.name or "",
+        )
+        _keep(chosen, counter)
+
+
+def _keep(chosen: dict[str, Counter], counter: Counter) -> None:
     current = chosen.get(counter.key)
-    if current is None or counter.limit < current.limit:
+    if (
+        current is None
+        or (current.soft and not counter.soft)
+        or (current.soft == counter.soft and counter.limit < current.limit)
+    ):
         chosen[counter.key] = counter
 
 
-def plan_caps(policy: Policy, frames: tuple[Frame, ...]) -> int | None:
-    """The tightest per-request cap in force, in nano-USD (None: no cap)."""
-    cap = None
-    for limit in policy.limits:
-        if limit.scope == "request" and (cap is None or limit.nanos < cap):
-            cap = limit.nanos
+_NOBODY = Attribution()
+
+
+def plan_caps(
+    policy: Policy,
+    frames: tuple[Frame, ...],
+    who: Attribution = _NOBODY,
+    book: LimitBook = EMPTY_BOOK,
+) -> tuple[Cap, ...]:
+    """The per-request caps in force, one per unit (a hard one before a soft one,
+    then the tightest)."""
+    caps: dict[Unit, Cap] = {}
+    shadow = policy.enforce == "warn"
+    for limit, unit, source in _resolved(policy, book, "request", None, who):
+        _keep_cap(caps, limit, unit, shadow or limit.soft, source)
     for frame in frames:
         for limit in frame.limits:
-            if limit.scope == "request" and (cap is None or limit.nanos < cap):
-                cap = limit.nanos
-    return cap
+            if limit.scope == "request":
+                for unit in limit.units:
+                    _keep_cap(caps, limit, unit, limit.soft, "frame")
+    return tuple(caps.values())
+
+
+def _keep_cap(caps: dict[Unit, Cap], limit: Limit, unit: Unit, soft: bool, source: str) -> None:
+    amount = limit.amount(unit)
+    assert amount is not None
+    current = caps.get(unit)
+    if (
+        current is None
+        or (current.soft and not soft)
+        or (current.soft == soft and amount < current.amount)
+    ):
+        caps[unit] = Cap(amount, unit, soft, source)
 
 
 def on_exceed_of(policy: Policy, frames: tuple[Frame, ...]) -> OnExceed:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -19,10 +19,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from .money import MAX_NANOS, nanos_to_usd, to_decimal, usd_to_nanos
 from .windows import Window
 
-__all__ = ["Limit", "OnExceed", "Policy", "Scope", "Threshold"]
+__all__ = ["Enforce", "Limit", "OnExceed", "Policy", "Scope", "Threshold", "Unit", "check_key"]
 
 Scope = Literal["global", "tenant", "user", "feature", "model", "run", "request"]
 OnExceed = Literal["raise", "downgrade", "block"]
+Unit = Literal["usd", "tokens", "requests"]
+Enforce = Literal["refuse", "warn"]
+UNITS: tuple[Unit, ...] = ("usd", "tokens", "requests")
+PLAN_SCOPES = frozenset({"tenant", "user", "request"})
+"""What a plan can hold: it is assigned to a tenant or a user, so its limits are theirs."""
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
 
@@ -63,25 +68,58 @@ def _tokens(value: Any, field: str) -> int:
     return value
 
 
+MAX_COUNT = 2**53 - 1
+"""The largest token or request limit a store holds exactly."""
+
+
+def _count(value: Any, field: str) -> int | None:
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError(f"{field}: expected a whole number, got {value!r}")
+    if not 0 <= value <= MAX_COUNT:
+        raise ValueError(f"{field}: must be between 0 and 2**53-1, got {value}")
+    return value
+
+
+def check_key(value: str, field: str = "key") -> str:
+    """A subject name (tenant, user, feature, model, plan): non-empty, printable."""
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{field}: must be a non-empty string, got {value!r}")
+    if any(ord(char) < 32 or ord(char) == 127 for char in value):
+        raise ValueError(f"{field}: must not contain control characters, got {value!r}")
+    if len(value) > 512:
+        raise ValueError(f"{field}: at most 512 characters, got {len(value)}")
+    return value
+
+
 class Limit(BaseModel):
-    """At most ``usd`` per ``window`` for each value of ``scope`` (or only for ``key``).
+    """At most ``usd`` (and/or ``tokens``, ``requests``) per ``window`` for each value of
+    ``scope`` (or only for ``key``).
 
     ``Limit(scope="user", usd=5, window="day")`` gives every user $5 a day;
     ``Limit(scope="feature", key="summarize", usd=20, window="day")`` caps one
     feature; ``Limit(scope="request", usd=0.10)`` caps any single call and
-    ``Limit(scope="run", usd=1)`` each ``spend_limit`` block. Calendar windows
-    follow the policy's time zone. Without a window a limit never resets
-    (``"total"``), except request and run limits, whose window is their scope.
-    A call without the scope's attribution (no ``user=``) is not subject to
-    that scope's limits.
+    ``Limit(scope="run", usd=1)`` each ``spend_limit`` block. ``tokens`` counts input
+    plus output tokens (held at the worst case, settled to the actual), ``requests``
+    the calls admitted; a limit may carry several amounts and a call must fit all.
+    ``enforce="warn"`` makes it a soft limit: a call it would refuse passes and is
+    recorded ``outcome="over_soft_limit"`` (shadow-run a limit before it bites).
+    Calendar windows follow the policy's time zone. Without a window a limit never
+    resets (``"total"``), except request and run limits, whose window is their scope.
+    A call without the scope's attribution (no ``user=``) is not subject to that
+    scope's limits.
     """
 
     model_config = _FROZEN
 
     scope: Scope
-    usd: Decimal
+    usd: Decimal | None = None
     key: str | None = None
     window: Window | None = None
+    tokens: int | None = None
+    requests: int | None = None
+    enforce: Enforce = "refuse"
 
     def __init__(self, scope: Scope | None = None, /, **data: Any) -> None:
         if scope is not None:
@@ -90,7 +128,9 @@ class Limit(BaseModel):
 
     @field_validator("usd", mode="before")
     @classmethod
-    def _check_usd(cls, value: Any) -> Decimal:
+    def _check_usd(cls, value: Any) -> Decimal | None:
+        if value is None:
+            return None
         amount = _usd(value, "usd")
         if amount > MAX_USD:
             raise ValueError(
@@ -99,21 +139,29 @@ class Limit(BaseModel):
             )
         return amount
 
+    @field_validator("tokens", "requests", mode="before")
+    @classmethod
+    def _check_count(cls, value: Any, info: Any) -> int | None:
+        return _count(value, info.field_name)
+
     @field_validator("key")
     @classmethod
     def _check_key(cls, value: str | None) -> str | None:
-        if value is not None and not value:
-            raise ValueError("key: must be a non-empty string or None")
+        if value is not None:
+            check_key(value)
         return value
 
     @model_validator(mode="after")
     def _check_window(self) -> Limit:
+        if self.usd is None and self.tokens is None and self.requests is None:
+            raise ValueError("usd: a limit needs an amount: usd=, tokens= or requests=")
         own = {"request": "request", "run": "run"}.get(self.scope)
         if self.window is None:
             if own is None:
                 warnings.warn(
-                    f"Limit(scope={self.scope!r}, usd={self.usd}) has no window, so it never "
-                    "resets; pass window='day' (or 'month', ...), or window='total' to say so",
+                    f"Limit(scope={self.scope!r}, {self._amounts_text()}) has no window, so "
+                    "it never resets; pass window='day' (or 'month', ...), or window='total' "
+                    "to say so",
                     UserWarning,
                     stacklevel=4,
                 )
@@ -126,11 +174,33 @@ class Limit(BaseModel):
             raise ValueError(f"window: {self.window!r} needs scope={self.window!r}")
         if self.scope in ("global", "run", "request") and self.key is not None:
             raise ValueError(f"key: a {self.scope} limit takes no key")
+        if self.scope == "request" and self.requests is not None:
+            raise ValueError("requests: a request limit caps one call; use usd= or tokens=")
         return self
 
+    def _amounts_text(self) -> str:
+        return ", ".join(f"{unit}={getattr(self, unit)}" for unit in self.units)
+
     @property
-    def nanos(self) -> int:
-        return usd_to_nanos(self.usd)
+    def units(self) -> tuple[Unit, ...]:
+        """The amounts this limit sets, in the order usd, tokens, requests."""
+        return tuple(unit for unit in UNITS if getattr(self, unit) is not None)
+
+    def amount(self, unit: Unit) -> int | None:
+        """The limit in ``unit``'s store integers (nano-USD, tokens, requests)."""
+        if unit == "usd":
+            return None if self.usd is None else usd_to_nanos(self.usd)
+        value: int | None = getattr(self, unit)
+        return value
+
+    @property
+    def nanos(self) -> int | None:
+        """The dollar amount in nano-USD (None: this limit sets no dollar amount)."""
+        return self.amount("usd")
+
+    @property
+    def soft(self) -> bool:
+        return self.enforce == "warn"
 
     @property
     def resolved_window(self) -> Window:
@@ -191,6 +261,13 @@ class Policy(BaseModel):
     timezone: str = "UTC"
     max_output_tokens: int | Mapping[str, int] | None = None
     fit_output: bool = False
+    plans: Mapping[str, tuple[Limit, ...]] = Field(default_factory=dict)
+    """Named sets of tenant, user and request limits (``{"free": [...], "pro": [...]}``):
+    ``bg.set_plan(tenant="acme", plan="pro")`` puts a tenant (or a user) on one, in
+    the store, so every process applies it."""
+    enforce: Enforce = "refuse"
+    """``"warn"``: every limit is soft (a shadow run of the whole policy): calls it
+    would refuse pass and are recorded ``outcome="over_soft_limit"``."""
     min_output_tokens: int = 256
     """The smallest output cap ``fit_output`` sends (by default 256, or the smallest
     ``max_output_tokens`` when lower)."""
@@ -219,6 +296,35 @@ class Policy(BaseModel):
                 caps[model] = _tokens(cap, f"max_output_tokens[{model!r}]")
             return caps
         return _tokens(value, "max_output_tokens")
+
+    @field_validator("plans", mode="before")
+    @classmethod
+    def _check_plans(cls, value: Any) -> Mapping[str, tuple[Limit, ...]]:
+        if not isinstance(value, Mapping):
+            raise ValueError(f"plans: expected {{name: [Limit, ...]}}, got {value!r}")
+        plans: dict[str, tuple[Limit, ...]] = {}
+        for name, limits in value.items():
+            check_key(name, "plans")
+            if isinstance(limits, Limit | Mapping) or not isinstance(limits, Iterable):
+                raise ValueError(f"plans[{name!r}]: expected a list of Limit, got {limits!r}")
+            checked = []
+            for n, given in enumerate(limits):
+                limit = Limit.model_validate(given) if isinstance(given, Mapping) else given
+                if not isinstance(limit, Limit):
+                    raise ValueError(f"plans[{name!r}][{n}]: expected a Limit, got {limit!r}")
+                if limit.scope not in PLAN_SCOPES:
+                    raise ValueError(
+                        f"plans[{name!r}][{n}].scope: a plan holds tenant, user and request "
+                        f"limits (it is assigned to a tenant or a user), not {limit.scope!r}"
+                    )
+                if limit.key is not None:
+                    raise ValueError(
+                        f"plans[{name!r}][{n}].key: a plan's limits apply to whoever is on "
+                        "the plan; drop key="
+                    )
+                checked.append(limit)
+            plans[name] = tuple(checked)
+        return plans
 
     @field_validator("min_output_tokens", mode="before")
     @classmethod

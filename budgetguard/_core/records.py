@@ -102,10 +102,12 @@ class Estimate:
         return nanos_to_usd(self.nanos)
 
 
-Outcome = Literal["ok", "downgraded", "fitted", "denied", "error", "unpriced"]
+Outcome = Literal["ok", "downgraded", "fitted", "denied", "error", "unpriced", "over_soft_limit"]
 """``unpriced``: the call was made but its usage could not be read or priced, so it was
 charged conservatively (its reservation); ``error`` says why. ``fitted``: the call did
-not fit its budget at its output cap and was sent with a lower one (``output_cap``)."""
+not fit its budget at its output cap and was sent with a lower one (``output_cap``).
+``over_soft_limit``: a soft limit (``enforce="warn"``) would have refused it; it passed
+(``over_soft`` says which)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +140,8 @@ class CallRecord:
     output_cap: int | None = None
     """The output cap budgetguard sent in place of the caller's: the policy's
     ``max_output_tokens``, or a cap lowered to fit (``outcome="fitted"``)."""
+    over_soft: tuple[Counter, ...] = ()
+    """The soft limits the call passed over (``outcome="over_soft_limit"``)."""
 
     @property
     def overrun(self) -> int:

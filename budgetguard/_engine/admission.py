@@ -35,6 +35,17 @@ def warn_once(key: tuple[object, ...], message: str, *args: object) -> None:
     log.warning(message, *args)
 
 
+def _over(admission: Admission) -> str:
+    """The ledger's note for a call that passed soft limits: which, and by how much."""
+    parts = []
+    for counter in admission.over_soft:
+        who = "" if counter.scope in ("global", "request", "run") else f" {counter.subject}"
+        amount = format_usd(counter.limit) if counter.unit == "usd" else f"{counter.limit:,}"
+        unit = "" if counter.unit == "usd" else f" {counter.unit}"
+        parts.append(f"{counter.scope}{who} {counter.window} {amount}{unit}")
+    return "over soft limit: " + "; ".join(parts)
+
+
 def emit(settings: Settings, record: CallRecord) -> None:
     """Hand ``record`` to every listener; a failing listener never fails the call."""
     for listener in settings.listeners:
@@ -77,6 +88,10 @@ class Admission:
     or lowered to fit the budget); None: the request's own. Code that sends its own
     request after ``bg.admit`` must send it too: the hold assumes it."""
     fitted: bool = False
+    tokens: int = 0
+    """The tokens held on token limits (the call's worst case)."""
+    over_soft: tuple[Counter, ...] = ()
+    """Soft limits (``enforce="warn"``) the call passed over: recorded, never refused."""
 
     @property
     def downgraded(self) -> bool:
@@ -159,6 +174,8 @@ class Admission:
         return True
 
     def _outcome(self) -> Outcome:
+        if self.over_soft:
+            return "over_soft_limit"
         return "fitted" if self.fitted else "downgraded" if self.downgraded else "ok"
 
     def _record(self, outcome: Outcome, error: str | None = None) -> None:
@@ -182,8 +199,9 @@ class Admission:
                 latency_s=time.monotonic() - self.started,
                 reservation_id=self.reservation.id if self.reservation else None,
                 counters=self.counters,
-                error=error,
+                error=error if error is not None or not self.over_soft else _over(self),
                 output_cap=self.output_cap,
+                over_soft=self.over_soft,
             ),
         )
 
@@ -207,13 +225,17 @@ class Admission:
             return nanos_to_usd(self.cost or 0)
         if reservation is not None:
             settings = self.settings
+            # Tokens as used; unread usage keeps what was held (the conservative side).
+            tokens = usage.total_tokens if usage is not None else None
             try:
-                yield Settle(reservation, nanos)
+                yield Settle(reservation, nanos, tokens)
             except BaseException as error:
                 # The provider billed this call: whatever the store said (down, out of
                 # memory, cancelled while waiting), the charge is kept and re-sent, and
                 # the caller still gets its response. A cancellation goes on once kept.
-                owed = OwedSettle.of(reservation, nanos, settings.store, settings.async_store)
+                owed = OwedSettle.of(
+                    reservation, nanos, settings.store, settings.async_store, tokens
+                )
                 unapplied.keep(owed, error)  # its lease stays renewed until the settle lands
                 upkeep.wake_for_owed()
                 if not isinstance(error, Exception):

@@ -15,12 +15,13 @@ from dataclasses import dataclass, field
 from .._core import decide as core
 from .._core.attribution import Attribution, Frame, attribution_of
 from .._core.counters import Counter, Denial, Reservation
-from .._core.plan import on_exceed_of, plan_caps, plan_counters
+from .._core.limitbook import EMPTY_BOOK, LimitBook
+from .._core.plan import Cap, on_exceed_of, plan_caps, plan_counters
 from .._core.policy import Policy
 from .._core.records import CallRecord, Estimate, LLMRequest
 from ..pricing.rates import ModelRates
-from ..stores.drive import Compute, Flow, Reserve, Sleep, arun, run
-from .admission import Admission, emit
+from ..stores.drive import Compute, Flow, LoadLimits, Reserve, Sleep, arun, run
+from .admission import Admission, emit, warn_once
 from .config import Settings, current
 from .estimate import estimate_of, is_large, rates_for, worst_case
 from .frames import active_frames
@@ -62,6 +63,11 @@ class AdmissionState:
     output_cap: int | None = None
     """The output cap to send in place of the request's (the policy's, or fitted)."""
     fitted: int | None = None
+    book: LimitBook = EMPTY_BOOK
+    tokens: int = 0
+    """The call's worst case in tokens (input bound + output cap x choices)."""
+    soft_caps: tuple[Cap, ...] = ()
+    """Soft per-request caps the call passes over."""
 
     def estimate_flow(self) -> Flow[None]:
         """Estimate the request at the current model and output cap. The prompt is
@@ -79,8 +85,9 @@ class AdmissionState:
         def count() -> Estimate:
             return estimate_of(settings, request, model, rates, cap)
 
-        self.estimate = yield Compute(count, lambda: is_large(request))
-        self.amount = self.estimate.nanos
+        self.estimate = estimate = yield Compute(count, lambda: is_large(request))
+        self.amount = estimate.nanos
+        self.tokens = estimate.input_tokens + estimate.output_tokens * estimate.choices
 
     def prepare(self) -> core.CapDenial | None:
         """Plan the counters of the amount just estimated (or given); a cap breach needs
@@ -88,10 +95,16 @@ class AdmissionState:
         settings = self.settings
         if self.fixed_cost is not None:
             self.amount = self.fixed_cost
-        self.counters, limit = _plan(settings.policy, self.frames, self.who, self.model)
+        self.counters, caps = _plan(settings.policy, self.frames, self.who, self.model, self.book)
         self.reservation_id = new_id()
-        if limit is not None and self.amount > limit:
-            return core.CapDenial(limit, self.amount)
+        soft: list[Cap] = []
+        for cap in caps:
+            requested = self.amount if cap.unit == "usd" else self.tokens
+            if requested > cap.amount:
+                if not cap.soft:
+                    return core.CapDenial(cap.amount, requested, cap.unit)
+                soft.append(cap)
+        self.soft_caps = tuple(soft)
         return None
 
     def step(self, outcome: Reservation | Denial | core.CapDenial | None) -> core.Step:
@@ -126,18 +139,24 @@ class AdmissionState:
         if estimate is None or rates is None or outcome is None:
             return None
         if isinstance(outcome, core.CapDenial):
-            room = outcome.cap
+            room, unit = outcome.cap, outcome.unit
         elif isinstance(outcome, Denial):
             room = max(0, outcome.counter.limit - outcome.spent - outcome.held)
+            unit = outcome.counter.unit
         else:
             return None
-        tokens = rates.output_fitting(
-            room,
-            estimate.input_tokens,
-            cache_write_tokens=estimate.cache_write_tokens,
-            cache_write_1h_tokens=estimate.cache_write_1h_tokens,
-            choices=estimate.choices,
-        )
+        if unit == "requests":
+            return None  # no output cap makes one call fewer
+        if unit == "tokens":
+            tokens = max(0, room - estimate.input_tokens) // estimate.choices
+        else:
+            tokens = rates.output_fitting(
+                room,
+                estimate.input_tokens,
+                cache_write_tokens=estimate.cache_write_tokens,
+                cache_write_1h_tokens=estimate.cache_write_1h_tokens,
+                choices=estimate.choices,
+            )
         floor = self.settings.policy.min_output_tokens
         if self.request is not None:
             floor = max(floor, self.request.output_floor)
@@ -163,7 +182,27 @@ class AdmissionState:
             input_tokens=self.estimate.input_tokens if self.estimate is not None else None,
             output_cap=self.output_cap,
             fitted=self.fitted is not None,
+            tokens=self.tokens,
+            over_soft=self._over_soft(reservation),
         )
+
+    def _over_soft(self, reservation: Reservation | None) -> tuple[Counter, ...]:
+        """Soft limits the call passes over: counters, and per-request caps as counters."""
+        over = reservation.over_soft if reservation is not None else ()
+        if self.soft_caps:
+            over += tuple(
+                Counter(
+                    key=f"request:{cap.unit}",
+                    limit=cap.amount,
+                    window="request",
+                    scope="request",
+                    unit=cap.unit,
+                    soft=True,
+                    source=cap.source,
+                )
+                for cap in self.soft_caps
+            )
+        return over
 
     def denied(self, error: Exception, refused_by: Counter | None) -> None:
         """Tell the listeners about a refused call (the ledger's "denied" rows)."""
@@ -199,12 +238,15 @@ def admission_flow(state: AdmissionState) -> Flow[Admission]:
     lease = settings.policy.lease_s
     if unapplied:  # settles kept during an outage land before anything new is reserved
         yield from unapplied.flush(settings.store, settings.async_store)
+    state.book = yield LoadLimits()
     while True:
         if state.fixed_cost is None:
             yield from state.estimate_flow()
         outcome: Reservation | Denial | core.CapDenial | None = state.prepare()
         if outcome is None and state.counters:
-            outcome = yield Reserve(state.reservation_id, state.counters, state.amount, lease)
+            outcome = yield Reserve(
+                state.reservation_id, state.counters, state.amount, lease, state.tokens
+            )
         if outcome is None or isinstance(outcome, Reservation):
             return state.admission(outcome)  # granted: nothing for the policy to decide
         step = state.step(outcome)
@@ -217,17 +259,22 @@ def admission_flow(state: AdmissionState) -> Flow[Admission]:
             raise step.error
 
 
-_Plan = tuple[Policy, bool, object, str | None, tuple[Counter, ...], int | None]
+_Plan = tuple[Policy, bool, object, str | None, tuple[Counter, ...], tuple[Cap, ...], LimitBook]
 _last_plan: _Plan | None = None
 
 
 def _plan(
-    policy: Policy, frames: tuple[Frame, ...], who: Attribution, model: str | None
-) -> tuple[tuple[Counter, ...], int | None]:
-    """Counters and request cap of a call, reusing the last plan when nothing it
-    depends on changed: the policy, the model and either the attribution (when
-    no frame has limits and the policy no run limit: the common case) or else
-    the very same frame stack. A loop of calls asks for the same plan each time."""
+    policy: Policy,
+    frames: tuple[Frame, ...],
+    who: Attribution,
+    model: str | None,
+    book: LimitBook = EMPTY_BOOK,
+) -> tuple[tuple[Counter, ...], tuple[Cap, ...]]:
+    """Counters and request caps of a call, reusing the last plan when nothing it
+    depends on changed: the policy, the stored limits, the model and either the
+    attribution (when no frame has limits and the policy no run limit: the common
+    case) or else the very same frame stack. A loop of calls asks for the same plan
+    each time."""
     global _last_plan
     last = _last_plan
     if last is not None and last[0] is policy:
@@ -240,14 +287,32 @@ def _plan(
     if (
         last is not None
         and last[0] is policy
+        and last[6] is book
         and last[3] == model
         and (last[2] is key or (key is not frames and last[2] == key))
     ):
         return last[4], last[5]
-    counters = plan_counters(policy, frames, who, model)
-    cap = plan_caps(policy, frames)
-    _last_plan = (policy, run_limited, key, model, counters, cap)
-    return counters, cap
+    if book.plans and (last is None or last[6] is not book or last[0] is not policy):
+        _check_plans(policy, book)
+    counters = plan_counters(policy, frames, who, model, book)
+    caps = plan_caps(policy, frames, who, book)
+    _last_plan = (policy, run_limited, key, model, counters, caps, book)
+    return counters, caps
+
+
+def _check_plans(policy: Policy, book: LimitBook) -> None:
+    """A plan assigned in the store that this process's policy does not define is
+    skipped (its subject keeps the other limits in force): say so, once per plan."""
+    for (scope, key), plan in book.plans.items():
+        if plan not in policy.plans:
+            warn_once(
+                ("unknown plan", plan),
+                "budgetguard: %s %r is on plan %r, which this process's Policy(plans=...) "
+                "does not define; its other limits apply (logged once per plan)",
+                scope,
+                key,
+                plan,
+            )
 
 
 def admit_flow(
@@ -301,7 +366,7 @@ def admit_after(model: str | None = None) -> Admission:
     settings = current()
     frames = active_frames()
     who = attribution_of(frames)
-    counters, _cap = _plan(settings.policy, frames, who, model)
+    counters, _caps = _plan(settings.policy, frames, who, model, _book_now(settings))
     store = settings.store or settings.async_store
     reservation = store.pin(new_id(), counters) if counters and store is not None else None
     return Admission(
@@ -314,3 +379,12 @@ def admit_after(model: str | None = None) -> Admission:
         settings=settings,
         counters=counters,
     )
+
+
+def _book_now(settings: Settings) -> LimitBook:
+    """The stored limits for code that has no flow to yield ``LoadLimits`` from (a call
+    charged after the fact): the store's copy if it has one at hand, else none."""
+    store = settings.store if settings.store is not None else settings.async_store
+    cached = getattr(store, "last_book", None) or getattr(store, "limit_book", None)
+    book = cached() if cached is not None else None
+    return book if isinstance(book, LimitBook) else EMPTY_BOOK

@@ -37,7 +37,7 @@ from .._core.counters import Reservation
 from .._core.errors import StoreUnavailable, describe_error
 from .._core.money import format_usd
 from ..stores.base import AsyncStore, Store
-from ..stores.drive import Flow, Settle
+from ..stores.drive import Flow, Settle, counts_tokens
 
 __all__ = ["OwedSettle", "UnappliedSettles", "Upkeep", "unapplied", "upkeep"]
 
@@ -54,6 +54,7 @@ class OwedSettle:
     store: Store | None
     async_store: AsyncStore | None
     loop: asyncio.AbstractEventLoop | None = None
+    tokens: int | None = None
 
     @classmethod
     def of(
@@ -62,22 +63,24 @@ class OwedSettle:
         nanos: int,
         store: Store | None,
         async_store: AsyncStore | None,
+        tokens: int | None = None,
     ) -> OwedSettle:
         try:
             loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
             loop = None
-        return cls(reservation, nanos, store, async_store, loop)
+        return cls(reservation, nanos, store, async_store, loop, tokens)
 
     def resend(self, timeout: float) -> None:
         """Send the settle again from a thread that is not the event loop's."""
+        tokens = (self.tokens,) if counts_tokens(self.reservation) else ()
         if self.store is not None:
-            self.store.settle(self.reservation, self.nanos)
+            self.store.settle(self.reservation, self.nanos, *tokens)
             return
         loop = self.loop
         if self.async_store is None or loop is None or loop.is_closed():
             raise StoreUnavailable("no store to re-send this settle to from here")
-        settle = self.async_store.asettle(self.reservation, self.nanos)
+        settle = self.async_store.asettle(self.reservation, self.nanos, *tokens)
         asyncio.run_coroutine_threadsafe(settle, loop).result(timeout=timeout)
 
     def owed_to(self, store: Store | None, async_store: AsyncStore | None) -> bool:
@@ -143,7 +146,7 @@ class UnappliedSettles:
         items = self.take(store, async_store)
         for n, item in enumerate(items):
             try:
-                yield Settle(item.reservation, item.nanos)
+                yield Settle(item.reservation, item.nanos, item.tokens)
             except BaseException:
                 self.put_back(items[n:])
                 return  # a cancellation stops here too: the rest is re-sent later

@@ -20,12 +20,15 @@ from typing import Any, TypeVar, cast
 
 from .._core.counters import Counter, Reservation
 from .._core.errors import ConfigurationError
+from .._core.limitbook import EMPTY_BOOK
 from .base import AsyncStore, Store
 
 __all__ = [
+    "Admin",
     "Compute",
     "Flow",
     "Invoke",
+    "LoadLimits",
     "Op",
     "Release",
     "Renew",
@@ -34,6 +37,7 @@ __all__ = [
     "Sleep",
     "Status",
     "arun",
+    "counts_tokens",
     "run",
 ]
 
@@ -46,12 +50,20 @@ class Reserve:
     counters: tuple[Counter, ...]
     amount: int
     lease_s: float
+    tokens: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class Settle:
     reservation: Reservation
     actual: int
+    tokens: int | None = None
+    """The tokens the call used (None: what it held)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LoadLimits:
+    """The limits the store holds (``bg.set_limit``); a store that holds none: none."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +111,17 @@ class Invoke:
     fn: Callable[[], Any]
 
 
-Op = Reserve | Settle | Release | Status | Renew | Sleep | Compute | Invoke
+@dataclass(frozen=True, slots=True)
+class Admin:
+    """A rare store operation named by its sync method (``put_limit``): ``run`` calls
+    it, ``arun`` awaits its ``a``-prefixed twin (``aput_limit``). A store without it
+    cannot do it: ``ConfigurationError``."""
+
+    method: str
+    args: tuple[Any, ...]
+
+
+Op = Reserve | Settle | Release | Status | Renew | Sleep | Compute | Invoke | LoadLimits | Admin
 Flow = Generator[Op, Any, T]
 """A procedure as data: yields operations, receives their results, returns its own."""
 
@@ -124,6 +146,24 @@ _NO_ASYNC_STORE = _NoStore(
 )
 
 
+def counts_tokens(reservation: Reservation) -> bool:
+    """Whether settling ``reservation`` needs its tokens (a store written before token
+    limits takes no ``tokens=``; it is given none unless they matter)."""
+    return any(counter.unit == "tokens" for counter, _ in reservation.buckets)
+
+
+def _admin(target: object, method: str) -> Callable[..., Any]:
+    if isinstance(target, _NoStore):
+        raise ConfigurationError(target.message)
+    found = getattr(type(target), method, None)
+    if found is None:
+        raise ConfigurationError(
+            f"store: {type(target).__name__} cannot {method.removeprefix('a')}; "
+            "use a MemoryStore or a Redis store"
+        )
+    return getattr(target, method)  # type: ignore[no-any-return]
+
+
 def run(flow: Flow[T], store: Store | None) -> T:
     """Carry ``flow`` out on a sync store (None: a flow that needs one fails, naming why)."""
     target = store if store is not None else cast(Store, _NO_SYNC_STORE)
@@ -136,9 +176,21 @@ def run(flow: Flow[T], store: Store | None) -> T:
             return done.value  # type: ignore[no-any-return]
         try:
             if type(op) is Reserve:
-                reply = target.reserve(op.reservation_id, op.counters, op.amount, op.lease_s)
+                if op.tokens and any(c.unit == "tokens" for c in op.counters):
+                    reply = target.reserve(
+                        op.reservation_id, op.counters, op.amount, op.lease_s, op.tokens
+                    )
+                else:  # the signature stores written before token limits take
+                    reply = target.reserve(op.reservation_id, op.counters, op.amount, op.lease_s)
             elif type(op) is Settle:
-                reply = target.settle(op.reservation, op.actual)
+                if counts_tokens(op.reservation):
+                    reply = target.settle(op.reservation, op.actual, op.tokens)
+                else:
+                    reply = target.settle(op.reservation, op.actual)
+            elif type(op) is LoadLimits:
+                # Looked up on the type: a store without limits (or none at all) has none.
+                has_limits = hasattr(type(target), "limit_book")
+                reply = target.limit_book() if has_limits else EMPTY_BOOK  # type: ignore[attr-defined]
             elif type(op) is Release:
                 reply = target.release(op.reservation)
             elif type(op) is Status:
@@ -154,6 +206,8 @@ def run(flow: Flow[T], store: Store | None) -> T:
                 reply = None
             elif type(op) is Compute:
                 reply = op.fn()
+            elif type(op) is Admin:
+                reply = _admin(target, op.method)(*op.args)
             else:
                 assert type(op) is Invoke
                 reply = op.fn()
@@ -174,9 +228,25 @@ async def arun(flow: Flow[T], store: AsyncStore | None) -> T:
             return done.value  # type: ignore[no-any-return]
         try:
             if type(op) is Reserve:
-                reply = await target.areserve(op.reservation_id, op.counters, op.amount, op.lease_s)
+                if op.tokens and any(c.unit == "tokens" for c in op.counters):
+                    reply = await target.areserve(
+                        op.reservation_id, op.counters, op.amount, op.lease_s, op.tokens
+                    )
+                else:
+                    reply = await target.areserve(
+                        op.reservation_id, op.counters, op.amount, op.lease_s
+                    )
             elif type(op) is Settle:
-                reply = await target.asettle(op.reservation, op.actual)
+                if counts_tokens(op.reservation):
+                    reply = await target.asettle(op.reservation, op.actual, op.tokens)
+                else:
+                    reply = await target.asettle(op.reservation, op.actual)
+            elif type(op) is LoadLimits:
+                reply = (
+                    await target.alimit_book()  # type: ignore[attr-defined]
+                    if hasattr(type(target), "alimit_book")
+                    else EMPTY_BOOK
+                )
             elif type(op) is Release:
                 reply = await target.arelease(op.reservation)
             elif type(op) is Status:
@@ -195,6 +265,8 @@ async def arun(flow: Flow[T], store: AsyncStore | None) -> T:
                     reply = await asyncio.to_thread(op.fn)
                 else:
                     reply = op.fn()
+            elif type(op) is Admin:
+                reply = await _admin(target, f"a{op.method}")(*op.args)
             else:
                 assert type(op) is Invoke
                 reply = op.fn()

@@ -9,8 +9,11 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from .._core.counters import share
 from .._core.errors import ConfigurationError
+from .._core.limitbook import EMPTY_BOOK, LimitBook, LimitId
 from .._core.money import check_nanos
+from .._core.policy import Limit
 from .._core.windows import SpanCache, window_span
 from .base import Counter, CounterStatus, Denial, Reservation, ReserveOutcome
 from .wakeups import Wakeups
@@ -34,7 +37,8 @@ class _Bucket:
 @dataclass(slots=True)
 class _Hold:
     buckets: tuple[tuple[str, int], ...]
-    amount: int
+    amounts: tuple[int, ...]
+    """What it holds on each bucket (nano-USD, tokens or 1 request, by counter unit)."""
     expires_at: float
 
 
@@ -74,6 +78,8 @@ class MemoryStore:
     _bucket_ends: list[tuple[float, tuple[str, int]]] = field(default_factory=list, repr=False)
     _wakeups: Wakeups = field(default_factory=Wakeups, repr=False)
     _freed: list[str] = field(default_factory=list, repr=False)  # counter keys, lock held
+    _book: LimitBook = field(default=EMPTY_BOOK, repr=False)
+    _book_writes: int = field(default=0, repr=False)
 
     def __post_init__(self) -> None:
         if type(self.max_tombstones) is not int or self.max_tombstones < 1:
@@ -86,17 +92,28 @@ class MemoryStore:
 
     # -- sync -------------------------------------------------------------
     def reserve(
-        self, reservation_id: str, counters: tuple[Counter, ...], amount: int, lease_s: float
+        self,
+        reservation_id: str,
+        counters: tuple[Counter, ...],
+        amount: int,
+        lease_s: float,
+        tokens: int = 0,
     ) -> ReserveOutcome:
-        outcome = self._reserve(reservation_id, counters, amount, lease_s)
+        outcome = self._reserve(reservation_id, counters, amount, lease_s, tokens)
         if self._freed:  # leases this reserve swept: whoever waits on them may fit now
             self._wake()
         return outcome
 
     def _reserve(
-        self, reservation_id: str, counters: tuple[Counter, ...], amount: int, lease_s: float
+        self,
+        reservation_id: str,
+        counters: tuple[Counter, ...],
+        amount: int,
+        lease_s: float,
+        tokens: int,
     ) -> ReserveOutcome:
         check_nanos(amount, field="amount")
+        check_nanos(tokens, field="tokens")
         for counter in counters:
             check_nanos(counter.limit, field="limit")
         with self._lock:
@@ -104,63 +121,78 @@ class MemoryStore:
             self._sweep(now)
             if reservation_id in self._holds or reservation_id in self._tombstones:
                 raise ConfigurationError(f"reservation_id {reservation_id!r} was already used")
-            checked = self._check(counters, amount, now)
+            checked = self._check(counters, amount, tokens, now)
             if isinstance(checked, Denial) and self._leases and self._leases[0][0] <= now:
                 # Expired holds must not refuse anyone: sweep every due lease, look again.
                 self._sweep(now, _SWEEP_BEFORE_ANSWER)
-                checked = self._check(counters, amount, now)
+                checked = self._check(counters, amount, tokens, now)
             if isinstance(checked, Denial):
                 return checked
-            pinned, keys, found = checked
+            pinned, keys, found, over_soft = checked
             buckets = self._buckets
             span = self._spans.span
+            amounts = []
             for (counter, _), key, seen in zip(pinned, keys, found, strict=True):
+                held = share(counter, amount, tokens)
+                amounts.append(held)
                 # Looked up again when it was missing: a key listed twice holds twice.
                 bucket = seen if seen is not None else buckets.get(key)
                 if bucket is None:
-                    buckets[key] = _Bucket(0, amount)
+                    buckets[key] = _Bucket(0, held)
                     end = span(counter.window, now, counter.tz)[1]
                     if end is not None:
                         heapq.heappush(self._bucket_ends, (end + self.grace_s, key))
                 else:
-                    bucket.held += amount
+                    bucket.held += held
             expires_at = now + lease_s
-            self._holds[reservation_id] = _Hold(tuple(keys), amount, expires_at)
+            self._holds[reservation_id] = _Hold(tuple(keys), tuple(amounts), expires_at)
             heapq.heappush(self._leases, (expires_at, reservation_id))
-            return Reservation(reservation_id, amount, tuple(pinned), expires_at)
+            return Reservation(
+                reservation_id, amount, tuple(pinned), expires_at, tokens, tuple(over_soft)
+            )
 
     def _check(
-        self, counters: tuple[Counter, ...], amount: int, now: float
-    ) -> Denial | tuple[list[tuple[Counter, int]], list[tuple[str, int]], list[_Bucket | None]]:
-        """The first counter that cannot take ``amount`` (one that never could, even with
-        nothing held, before one refused only by holds in flight), else each counter's
-        bucket."""
+        self, counters: tuple[Counter, ...], amount: int, tokens: int, now: float
+    ) -> (
+        Denial
+        | tuple[
+            list[tuple[Counter, int]], list[tuple[str, int]], list[_Bucket | None], list[Counter]
+        ]
+    ):
+        """The first hard counter that cannot take its share (one that never could, even
+        with nothing held, before one refused only by holds in flight), else each
+        counter's bucket and the soft counters the call takes past their limit."""
         buckets = self._buckets
         span = self._spans.span
         pinned: list[tuple[Counter, int]] = []
         keys: list[tuple[str, int]] = []
         found: list[_Bucket | None] = []
+        over_soft: list[Counter] = []
         contended: Denial | None = None
         for counter in counters:
             start, end = span(counter.window, now, counter.tz)
             key = (counter.key, start)
             bucket = buckets.get(key)
-            if bucket is None:
-                if amount > counter.limit:
-                    return Denial(counter, 0, 0, amount, end, now)
-            elif bucket.spent + bucket.held + amount > counter.limit:
-                denial = Denial(counter, bucket.spent, bucket.held, amount, end, now)
-                if bucket.spent + amount > counter.limit:
-                    return denial
-                contended = contended or denial
+            held = share(counter, amount, tokens)
+            spent, holding = (0, 0) if bucket is None else (bucket.spent, bucket.held)
+            if spent + holding + held > counter.limit:
+                if counter.soft:
+                    over_soft.append(counter)
+                else:
+                    denial = Denial(counter, spent, holding, held, end, now)
+                    if spent + held > counter.limit:
+                        return denial
+                    contended = contended or denial
             pinned.append((counter, start))
             keys.append(key)
             found.append(bucket)
-        return contended if contended is not None else (pinned, keys, found)
+        return contended if contended is not None else (pinned, keys, found, over_soft)
 
-    def settle(self, reservation: Reservation, actual: int) -> bool:
+    def settle(self, reservation: Reservation, actual: int, tokens: int | None = None) -> bool:
+        """Charge ``actual`` nano-USD (and ``tokens``; None: the tokens held)."""
         check_nanos(actual, field="actual")
-        overrun = max(0, actual - reservation.amount)
+        used = reservation.tokens if tokens is None else tokens
+        check_nanos(used, field="tokens")
         with self._lock:
             now = self.clock()
             self._sweep(now)
@@ -169,13 +201,18 @@ class MemoryStore:
                 if self._wakeups:
                     self._freed.extend(key for key, _ in hold.buckets)
                 buckets = self._buckets
-                for key in hold.buckets:
+                for key, held, (counter, _) in zip(
+                    hold.buckets, hold.amounts, reservation.buckets, strict=True
+                ):
+                    charge = share(counter, actual, used)
+                    held_on = share(counter, reservation.amount, reservation.tokens)
+                    overrun = max(0, charge - held_on)
                     bucket = buckets.get(key)
                     if bucket is None:
-                        buckets[key] = _Bucket(actual, -hold.amount, overrun)
+                        buckets[key] = _Bucket(charge, -held, overrun)
                     else:
-                        bucket.held -= hold.amount
-                        bucket.spent += actual
+                        bucket.held -= held
+                        bucket.spent += charge
                         bucket.overrun += overrun
             else:
                 tomb = self._tombstones.get(reservation.id)
@@ -185,16 +222,19 @@ class MemoryStore:
                 # already freed, but the money was spent - charge it once.
                 buckets = self._buckets
                 for counter, start in reservation.buckets:
+                    charge = share(counter, actual, used)
+                    held_on = share(counter, reservation.amount, reservation.tokens)
+                    overrun = max(0, charge - held_on)
                     bucket = buckets.get((counter.key, start))
                     if bucket is None:
-                        buckets[counter.key, start] = _Bucket(actual, 0, overrun)
+                        buckets[counter.key, start] = _Bucket(charge, 0, overrun)
                         end = window_span(counter.window, start, counter.tz)[1]
                         if end is not None:
                             heapq.heappush(
                                 self._bucket_ends, (end + self.grace_s, (counter.key, start))
                             )
                     else:
-                        bucket.spent += actual
+                        bucket.spent += charge
                         bucket.overrun += overrun
             self._bury(reservation.id, now, expired=False)
         self._wake()
@@ -209,8 +249,8 @@ class MemoryStore:
                 return False
             if self._wakeups:
                 self._freed.extend(key for key, _ in hold.buckets)
-            for key in hold.buckets:
-                self._buckets[key].held -= hold.amount
+            for key, held in zip(hold.buckets, hold.amounts, strict=True):
+                self._buckets[key].held -= held
             self._bury(reservation.id, now, expired=False)
         self._wake()
         return True
@@ -254,14 +294,54 @@ class MemoryStore:
             pinned = tuple((c, span(c.window, now, c.tz)[0]) for c in counters)
         return Reservation(reservation_id, 0, pinned, now)
 
+    # -- limits held in the store (bg.set_limit, bg.set_plan) -------------------
+    def limit_book(self) -> LimitBook:
+        """The stored limits and plan assignments: always current in one process."""
+        return self._book
+
+    def put_limit(self, limit: Limit) -> None:
+        with self._lock:
+            self._book_writes += 1
+            self._book = self._book.with_limit(limit, str(self._book_writes))
+
+    def drop_limit(self, ident: LimitId) -> bool:
+        with self._lock:
+            self._book_writes += 1
+            self._book, dropped = self._book.without_limit(ident, str(self._book_writes))
+            return dropped
+
+    def put_plan(self, subject: tuple[str, str], plan: str | None) -> None:
+        with self._lock:
+            self._book_writes += 1
+            self._book = self._book.with_plan(subject, plan, str(self._book_writes))
+
+    async def alimit_book(self) -> LimitBook:
+        return self._book
+
+    async def aput_limit(self, limit: Limit) -> None:
+        self.put_limit(limit)
+
+    async def adrop_limit(self, ident: LimitId) -> bool:
+        return self.drop_limit(ident)
+
+    async def aput_plan(self, subject: tuple[str, str], plan: str | None) -> None:
+        self.put_plan(subject, plan)
+
     # -- async: the same critical sections, never awaited inside ------------
     async def areserve(
-        self, reservation_id: str, counters: tuple[Counter, ...], amount: int, lease_s: float
+        self,
+        reservation_id: str,
+        counters: tuple[Counter, ...],
+        amount: int,
+        lease_s: float,
+        tokens: int = 0,
     ) -> ReserveOutcome:
-        return self.reserve(reservation_id, counters, amount, lease_s)
+        return self.reserve(reservation_id, counters, amount, lease_s, tokens)
 
-    async def asettle(self, reservation: Reservation, actual: int) -> bool:
-        return self.settle(reservation, actual)
+    async def asettle(
+        self, reservation: Reservation, actual: int, tokens: int | None = None
+    ) -> bool:
+        return self.settle(reservation, actual, tokens)
 
     async def arelease(self, reservation: Reservation) -> bool:
         return self.release(reservation)
@@ -295,8 +375,8 @@ class MemoryStore:
             del self._holds[reservation_id]
             if self._wakeups:
                 self._freed.extend(key for key, _ in hold.buckets)
-            for key in hold.buckets:
-                self._buckets[key].held -= hold.amount
+            for key, held in zip(hold.buckets, hold.amounts, strict=True):
+                self._buckets[key].held -= held
             self._bury(reservation_id, now, expired=True)
         for _ in range(_SWEEP_PER_CALL):
             if not order:

@@ -25,6 +25,8 @@ from tenacity import (
 )
 
 from ..._core.errors import StoreUnavailable
+from ..._core.limitbook import LimitBook, LimitId
+from ..._core.policy import Limit
 from ..base import Counter, CounterStatus, Reservation, ReserveOutcome
 from ..wakeups import Wakeups
 from .listen import AsyncFreedListener, FreedListener, freed_pattern
@@ -98,23 +100,29 @@ class RedisStore(RedisStoreBase):
 
     # -- Store -------------------------------------------------------------------
     def reserve(
-        self, reservation_id: str, counters: tuple[Counter, ...], amount: int, lease_s: float
+        self,
+        reservation_id: str,
+        counters: tuple[Counter, ...],
+        amount: int,
+        lease_s: float,
+        tokens: int = 0,
     ) -> ReserveOutcome:
         self._reconcile()
         try:
-            return self._drive(self.reserve_plan(reservation_id, counters, amount, lease_s))
+            plan = self.reserve_plan(reservation_id, counters, amount, lease_s, tokens)
+            return self._drive(plan)
         except StoreUnavailable:
             if self.fail == "closed":
                 raise
-            return self.reserve_locally(reservation_id, counters, amount, lease_s)
+            return self.reserve_locally(reservation_id, counters, amount, lease_s, tokens)
 
-    def settle(self, reservation: Reservation, actual: int) -> bool:
+    def settle(self, reservation: Reservation, actual: int, tokens: int | None = None) -> bool:
         if isinstance(reservation, LocalReservation):
-            applied = self.fail_open.settle(reservation, actual)
+            applied = self.fail_open.settle(reservation, actual, tokens)
             self._reconcile()
             return applied
         self._reconcile()
-        return self._drive(self.settle_plan(reservation, actual))
+        return self._drive(self.settle_plan(reservation, actual, tokens))
 
     def release(self, reservation: Reservation) -> bool:
         if isinstance(reservation, LocalReservation):
@@ -134,6 +142,27 @@ class RedisStore(RedisStoreBase):
         if isinstance(reservation, LocalReservation):
             return self.local.renew(reservation, lease_s)
         return self._drive(self.renew_plan(reservation, lease_s))
+
+    # -- StoredLimits ------------------------------------------------------------
+    def limit_book(self) -> LimitBook:
+        book = self.cached_book()
+        if book is not None:  # the common case: read less than limits_refresh_s ago
+            return book
+        try:
+            return self._drive(self.book_plan())
+        except StoreUnavailable:
+            if self.fail == "closed":
+                raise
+            return self.stale_book()
+
+    def put_limit(self, limit: Limit) -> None:
+        self._drive(self.put_limit_plan(limit))
+
+    def drop_limit(self, ident: LimitId) -> bool:
+        return self._drive(self.drop_limit_plan(ident))
+
+    def put_plan(self, subject: tuple[str, str], plan: str | None) -> None:
+        self._drive(self.put_plan_plan(subject, plan))
 
     # -- I/O ---------------------------------------------------------------------
     def _reconcile(self) -> None:
@@ -210,23 +239,31 @@ class AsyncRedisStore(RedisStoreBase):
 
     # -- AsyncStore ----------------------------------------------------------------
     async def areserve(
-        self, reservation_id: str, counters: tuple[Counter, ...], amount: int, lease_s: float
+        self,
+        reservation_id: str,
+        counters: tuple[Counter, ...],
+        amount: int,
+        lease_s: float,
+        tokens: int = 0,
     ) -> ReserveOutcome:
         await self._reconcile()
         try:
-            return await self._drive(self.reserve_plan(reservation_id, counters, amount, lease_s))
+            plan = self.reserve_plan(reservation_id, counters, amount, lease_s, tokens)
+            return await self._drive(plan)
         except StoreUnavailable:
             if self.fail == "closed":
                 raise
-            return self.reserve_locally(reservation_id, counters, amount, lease_s)
+            return self.reserve_locally(reservation_id, counters, amount, lease_s, tokens)
 
-    async def asettle(self, reservation: Reservation, actual: int) -> bool:
+    async def asettle(
+        self, reservation: Reservation, actual: int, tokens: int | None = None
+    ) -> bool:
         if isinstance(reservation, LocalReservation):
-            applied = self.fail_open.settle(reservation, actual)
+            applied = self.fail_open.settle(reservation, actual, tokens)
             await self._reconcile()
             return applied
         await self._reconcile()
-        return await self._drive(self.settle_plan(reservation, actual))
+        return await self._drive(self.settle_plan(reservation, actual, tokens))
 
     async def arelease(self, reservation: Reservation) -> bool:
         if isinstance(reservation, LocalReservation):
@@ -246,6 +283,27 @@ class AsyncRedisStore(RedisStoreBase):
         if isinstance(reservation, LocalReservation):
             return self.local.renew(reservation, lease_s)
         return await self._drive(self.renew_plan(reservation, lease_s))
+
+    # -- AsyncStoredLimits ----------------------------------------------------------
+    async def alimit_book(self) -> LimitBook:
+        book = self.cached_book()
+        if book is not None:
+            return book
+        try:
+            return await self._drive(self.book_plan())
+        except StoreUnavailable:
+            if self.fail == "closed":
+                raise
+            return self.stale_book()
+
+    async def aput_limit(self, limit: Limit) -> None:
+        await self._drive(self.put_limit_plan(limit))
+
+    async def adrop_limit(self, ident: LimitId) -> bool:
+        return await self._drive(self.drop_limit_plan(ident))
+
+    async def aput_plan(self, subject: tuple[str, str], plan: str | None) -> None:
+        await self._drive(self.put_plan_plan(subject, plan))
 
     # -- I/O -----------------------------------------------------------------------
     async def _reconcile(self) -> None:

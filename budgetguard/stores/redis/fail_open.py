@@ -54,7 +54,7 @@ class FailOpen:
         self._lock = threading.Lock()
         self._known: dict[tuple[str, int], int] = {}
         self._outstanding = 0
-        self._unreconciled: list[tuple[LocalReservation, int]] = []
+        self._unreconciled: list[tuple[LocalReservation, int, int]] = []
         self._spans = SpanCache()
 
     # -- what Redis said ----------------------------------------------------------
@@ -72,25 +72,33 @@ class FailOpen:
         return replace(counter, limit=max(0, min(counter.limit - known, share)))
 
     def reserve(
-        self, reservation_id: str, counters: tuple[Counter, ...], amount: int, lease_s: float
+        self,
+        reservation_id: str,
+        counters: tuple[Counter, ...],
+        amount: int,
+        lease_s: float,
+        tokens: int = 0,
     ) -> ReserveOutcome:
         now = self.local.clock()
         bounded = tuple(self._bounded(counter, now) for counter in counters)
-        outcome = self.local.reserve(reservation_id, bounded, amount, lease_s)
+        outcome = self.local.reserve(reservation_id, bounded, amount, lease_s, tokens)
         if isinstance(outcome, Denial):
             return outcome
         with self._lock:
             self.local_calls += 1
             self._outstanding += 1
         buckets = tuple((c, start) for c, (_, start) in zip(counters, outcome.buckets, strict=True))
-        return LocalReservation(outcome.id, amount, buckets, outcome.expires_at)
+        soft = {counter.key for counter in outcome.over_soft}
+        over_soft = tuple(counter for counter in counters if counter.key in soft)
+        return LocalReservation(outcome.id, amount, buckets, outcome.expires_at, tokens, over_soft)
 
-    def settle(self, reservation: LocalReservation, actual: int) -> bool:
-        applied = self.local.settle(reservation, actual)
+    def settle(self, reservation: LocalReservation, actual: int, tokens: int | None = None) -> bool:
+        used = reservation.tokens if tokens is None else tokens
+        applied = self.local.settle(reservation, actual, used)
         if applied:
             with self._lock:
                 self._outstanding -= 1
-                self._unreconciled.append((reservation, actual))
+                self._unreconciled.append((reservation, actual, used))
         return applied
 
     def release(self, reservation: LocalReservation) -> bool:
@@ -106,15 +114,15 @@ class FailOpen:
         return bool(self._unreconciled)
 
     def reconcile_plan(
-        self, settle_plan: Callable[[Reservation, int], Generator[Any, Any, bool]]
+        self, settle_plan: Callable[[Reservation, int, int], Generator[Any, Any, bool]]
     ) -> Generator[Any, Any, None]:
         """Charge into Redis what was spent locally; stops (keeping the rest) if Redis
         fails again."""
         with self._lock:
             items, self._unreconciled = self._unreconciled, []
-        for n, (reservation, actual) in enumerate(items):
+        for n, (reservation, actual, tokens) in enumerate(items):
             try:
-                yield from settle_plan(reservation, actual)
+                yield from settle_plan(reservation, actual, tokens)
             except StoreUnavailable:
                 with self._lock:
                     self._unreconciled[:0] = items[n:]
@@ -124,7 +132,7 @@ class FailOpen:
                 "budgetguard: Redis answers again; %d calls (%s) spent locally during the "
                 "outage are now counted in Redis",
                 len(items),
-                format_usd(sum(actual for _, actual in items)),
+                format_usd(sum(actual for _, actual, _ in items)),
             )
         with self._lock:
             if not self._outstanding and not self._unreconciled:

@@ -24,13 +24,16 @@ from typing import Any, Final, TypedDict, TypeVar
 
 from redis import exceptions as rx
 
+from ..._core.counters import share
 from ..._core.errors import ConfigurationError, StoreUnavailable
 from ..._core.money import check_nanos
 from ..._core.windows import CALENDAR_WINDOWS, SpanCache, window_span
 from ..base import Counter, CounterStatus, Denial, Reservation, ReserveOutcome
 from ..memory import MemoryStore
+from .book import LimitBookPlans
 from .fail_open import FailOpen, LocalReservation
 from .health import Fail, Health, ServerClock
+from .script import ScriptCall
 
 __all__ = [
     "SCRIPT_NAMES",
@@ -48,7 +51,7 @@ T = TypeVar("T")
 Plan = Generator["ScriptCall", Any, T]
 """A store operation as data: yields script calls, receives replies, returns the result."""
 
-SCRIPT_NAMES: Final = ("reserve", "settle", "release", "status", "renew")
+SCRIPT_NAMES: Final = ("reserve", "settle", "release", "status", "renew", "limits")
 _MAX_MOVES: Final = 5
 """Reserve attempts when the client's guess of the server clock picked a stale bucket."""
 
@@ -75,29 +78,13 @@ def script_source(name: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class ScriptCall:
-    """One EVALSHA to make. When it is re-sent after a transient error, the
-    argument at ``resend_flag_at`` becomes "1": the first reply may have been
-    lost after the script ran, and reserve then recognises its own hold."""
-
-    script: str
-    keys: tuple[str, ...]
-    args: tuple[str | int, ...]
-    resend_flag_at: int | None = None
-
-    @property
-    def retry_args(self) -> tuple[str | int, ...]:
-        at = self.resend_flag_at
-        return self.args if at is None else (*self.args[:at], "1", *self.args[at + 1 :])
-
-
-@dataclass(frozen=True, slots=True)
 class _Granted:
     """One tag group's hold: the buckets it pinned and when its lease ends."""
 
     tag: str
     buckets: tuple[tuple[Counter, int], ...]
     expires_at: float
+    over_soft: tuple[Counter, ...] = ()
 
 
 @lru_cache(maxsize=4096)
@@ -123,9 +110,10 @@ class RedisOptions(TypedDict, total=False):
     tombstone_s: float
     grace_s: float
     open_allowance: float
+    limits_refresh_s: float
 
 
-class RedisStoreBase:
+class RedisStoreBase(LimitBookPlans):
     """Configuration, key naming and the plans of every operation; no I/O.
 
     ``fail="closed"`` raises ``StoreUnavailable`` once transient errors outlast
@@ -135,7 +123,8 @@ class RedisStoreBase:
     settles locally and is charged into Redis once it answers again. Settles
     and releases of Redis reservations raise ``StoreUnavailable`` in both modes:
     the caller keeps them and retries (settle is idempotent), or the lease
-    frees the hold.
+    frees the hold. ``limits_refresh_s`` (at most 1 s): how long the limits
+    stored with ``bg.set_limit`` are used before Redis is asked again.
     """
 
     def __init__(
@@ -148,6 +137,7 @@ class RedisStoreBase:
         tombstone_s: float = 86_400.0,
         grace_s: float = 86_400.0,
         open_allowance: float = 0.1,
+        limits_refresh_s: float = 1.0,
     ) -> None:
         if fail not in ("closed", "open"):
             raise ConfigurationError(f"fail: expected 'closed' or 'open', got {fail!r}")
@@ -165,6 +155,7 @@ class RedisStoreBase:
         self._clock = ServerClock()
         self._spans = SpanCache()
         self._common: tuple[str, str] = (str(int(tombstone_s * 1000)), str(int(grace_s * 1000)))
+        self._init_book(limits_refresh_s)
 
     @property
     def local(self) -> MemoryStore:
@@ -190,26 +181,41 @@ class RedisStoreBase:
 
     # -- plans -----------------------------------------------------------------
     def reserve_plan(
-        self, reservation_id: str, counters: tuple[Counter, ...], amount: int, lease_s: float
+        self,
+        reservation_id: str,
+        counters: tuple[Counter, ...],
+        amount: int,
+        lease_s: float,
+        tokens: int = 0,
     ) -> Plan[ReserveOutcome]:
         """All counters of a tag in one script; tags one after another, rolled
         back if a later one denies (at worst a brief false denial, never an overspend)."""
         check_nanos(amount, field="amount")
+        check_nanos(tokens, field="tokens")
         for counter in counters:
             _check_counter(counter)
         lease_ms = max(1, round(lease_s * 1000))
         groups = _by_tag(counters)
         if len(groups) == 1:  # the common case: one slot, nothing to roll back
             tag, members = groups[0]
-            outcome = yield from self._reserve_group(reservation_id, tag, members, amount, lease_ms)
+            outcome = yield from self._reserve_group(
+                reservation_id, tag, members, amount=amount, tokens=tokens, lease_ms=lease_ms
+            )
             if isinstance(outcome, Denial):
                 return outcome
-            return Reservation(reservation_id, amount, outcome.buckets, outcome.expires_at)
+            return Reservation(
+                reservation_id,
+                amount,
+                outcome.buckets,
+                outcome.expires_at,
+                tokens,
+                outcome.over_soft,
+            )
         granted: list[_Granted] = []
         try:
             for tag, members in groups:
                 outcome = yield from self._reserve_group(
-                    reservation_id, tag, members, amount, lease_ms
+                    reservation_id, tag, members, amount=amount, tokens=tokens, lease_ms=lease_ms
                 )
                 if isinstance(outcome, Denial):
                     break
@@ -218,6 +224,7 @@ class RedisStoreBase:
                 return _reservation(
                     reservation_id,
                     amount,
+                    tokens,
                     counters,
                     granted,
                     unheld_expiry=self._clock.now() + lease_s,
@@ -235,23 +242,25 @@ class RedisStoreBase:
         pinned = tuple((c, span(c.window, now, c.tz)[0]) for c in counters)
         return Reservation(reservation_id, 0, pinned, now)
 
-    def settle_plan(self, reservation: Reservation, actual: int) -> Plan[bool]:
-        """One settle script per tag; True if any of them charged (each is idempotent)."""
+    def settle_plan(
+        self, reservation: Reservation, actual: int, tokens: int | None = None
+    ) -> Plan[bool]:
+        """One settle script per tag; True if any of them charged (each is idempotent).
+        ``tokens``: what the call used (None: what it held)."""
         check_nanos(actual, field="actual")
-        overrun = max(0, actual - reservation.amount)
+        used = reservation.tokens if tokens is None else tokens
+        check_nanos(used, field="tokens")
         applied = False
         for tag, buckets in _by_tag_pinned(reservation.buckets):
-            args: list[str | int] = [
-                self.tag_prefix(tag),
-                *self._common,
-                reservation.id,
-                actual,
-                overrun,
-            ]
+            args: list[str | int] = [self.tag_prefix(tag), *self._common, reservation.id]
             for counter, start in buckets:
+                charge = share(counter, actual, used)
+                held = share(counter, reservation.amount, reservation.tokens)
                 args += (
                     _bucket_end(counter.window, counter.tz, start),
                     _EXPIRY_MODES.get(counter.window, "t"),
+                    charge,
+                    max(0, charge - held),
                 )
             reply = yield ScriptCall(
                 "settle", self._pinned_keys(reservation.id, tag, buckets), tuple(args)
@@ -310,9 +319,14 @@ class RedisStoreBase:
 
     # -- fail-open -------------------------------------------------------------
     def reserve_locally(
-        self, reservation_id: str, counters: tuple[Counter, ...], amount: int, lease_s: float
+        self,
+        reservation_id: str,
+        counters: tuple[Counter, ...],
+        amount: int,
+        lease_s: float,
+        tokens: int = 0,
     ) -> ReserveOutcome:
-        outcome = self.fail_open.reserve(reservation_id, counters, amount, lease_s)
+        outcome = self.fail_open.reserve(reservation_id, counters, amount, lease_s, tokens)
         if isinstance(outcome, LocalReservation):
             self._health.local_calls += 1
         return outcome
@@ -340,7 +354,9 @@ class RedisStoreBase:
         reservation_id: str,
         tag: str,
         counters: tuple[Counter, ...],
+        *,
         amount: int,
+        tokens: int,
         lease_ms: int,
     ) -> Plan[_Granted | Denial]:
         span = self._spans.span
@@ -351,15 +367,20 @@ class RedisStoreBase:
             args: list[str | int] = [at, *self._common, reservation_id, amount, lease_ms, "0"]
             pinned: list[tuple[Counter, int]] = []
             ends: list[int | None] = []
+            shares: list[int] = []
             for counter in counters:
                 start, end = span(counter.window, guess, counter.tz)
                 keys.append(f"{at}:c:{counter.key}:{start}")
+                held = share(counter, amount, tokens)
                 args += (
                     counter.limit,
                     start,
                     -1 if end is None else end,
                     _EXPIRY_MODES.get(counter.window, "t"),
+                    held,
+                    "1" if counter.soft else "0",
                 )
+                shares.append(held)
                 pinned.append((counter, start))
                 ends.append(end)
             reply = yield ScriptCall("reserve", tuple(keys), tuple(args), resend_flag_at=6)
@@ -374,11 +395,14 @@ class RedisStoreBase:
                 i = int(reply[1]) - 1
                 spent, held = int(reply[2]), int(reply[3])
                 self.fail_open.learn(counters[i], pinned[i][1], spent + held)
-                return Denial(counters[i], spent, held, amount, ends[i], now)
+                return Denial(counters[i], spent, held, shares[i], ends[i], now)
             self._clock.learn(reply[2])
+            over_soft: list[Counter] = []
             for (counter, start), total in zip(pinned, reply[3:], strict=False):
                 self.fail_open.learn(counter, start, int(total))
-            return _Granted(tag, tuple(pinned), int(reply[1]) / 1000)
+                if counter.soft and int(total) > counter.limit:
+                    over_soft.append(counter)
+            return _Granted(tag, tuple(pinned), int(reply[1]) / 1000, tuple(over_soft))
         raise _moving_clock()
 
     def _rollback(self, reservation_id: str, granted: list[_Granted]) -> Plan[None]:
@@ -439,23 +463,29 @@ def _by_tag_pinned(
 def _reservation(
     reservation_id: str,
     amount: int,
+    tokens: int,
     counters: tuple[Counter, ...],
     granted: list[_Granted],
     *,
     unheld_expiry: float,
 ) -> Reservation:
     """Pinned buckets back in the caller's counter order; the earliest lease end wins."""
+    if not granted:  # nothing to hold: no counters
+        return Reservation(reservation_id, amount, (), unheld_expiry, tokens)
+    over_soft = tuple(c for group in granted for c in group.over_soft)
     if len(granted) == 1:
         group = granted[0]
-        return Reservation(reservation_id, amount, group.buckets, group.expires_at)
-    if not granted:  # nothing to hold: no counters
-        return Reservation(reservation_id, amount, (), unheld_expiry)
+        return Reservation(
+            reservation_id, amount, group.buckets, group.expires_at, tokens, over_soft
+        )
     starts = {id(c): s for group in granted for c, s in group.buckets}
     return Reservation(
         reservation_id,
         amount,
         tuple((c, starts[id(c)]) for c in counters),
         min(group.expires_at for group in granted),
+        tokens,
+        over_soft,
     )
 
 

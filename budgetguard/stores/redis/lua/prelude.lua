@@ -57,6 +57,15 @@ local function freed(tag_prefix)
   redis.pcall('PUBLISH', tag_prefix .. ':freed', '1')
 end
 
+-- Drop what a lease record holds on each of its bucket keys: 'm' lists the amount per
+-- key; a record written before 'm' existed held 'a' on every key.
+local function drop_holds(keys_json, amount, amounts_json)
+  local amounts = amounts_json and cjson.decode(amounts_json) or nil
+  for i, key in ipairs(cjson.decode(keys_json)) do
+    drop_hold(key, amounts and amounts[i] or amount)
+  end
+end
+
 local function bury(record, state, tomb_ms)
   redis.call('DEL', record)
   redis.call('HSET', record, 's', state)
@@ -70,11 +79,9 @@ local function sweep(tag_prefix, leases, now, tomb_ms, batch)
   local due = redis.call('ZRANGEBYSCORE', leases, '-inf', now, 'LIMIT', 0, batch or SWEEP_PER_CALL)
   for _, id in ipairs(due) do
     local record = tag_prefix .. ':r:' .. id
-    local rec = redis.call('HMGET', record, 's', 'a', 'k')
+    local rec = redis.call('HMGET', record, 's', 'a', 'k', 'm')
     if rec[1] == 'held' then
-      for _, key in ipairs(cjson.decode(rec[3])) do
-        drop_hold(key, rec[2])
-      end
+      drop_holds(rec[3], rec[2], rec[4])
       bury(record, 'expired', tomb_ms)
     end
   end

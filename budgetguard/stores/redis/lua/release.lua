@@ -11,12 +11,13 @@
 local now = now_ms()
 sweep(ARGV[1], KEYS[2], now, ARGV[2])
 
-local rec = redis.call('HMGET', KEYS[1], 's', 'a')
+local rec = redis.call('HMGET', KEYS[1], 's', 'a', 'm')
 if rec[1] ~= 'held' then
   return 0
 end
+local amounts = rec[3] and cjson.decode(rec[3]) or nil
 for i = 3, #KEYS do
-  drop_hold(KEYS[i], rec[2])
+  drop_hold(KEYS[i], amounts and amounts[i - 2] or rec[2])
 end
 bury(KEYS[1], 'done', ARGV[2])
 redis.call('ZREM', KEYS[2], ARGV[4])

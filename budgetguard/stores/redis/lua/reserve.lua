@@ -1,12 +1,16 @@
--- reserve.lua: hold ARGV[5] nano-USD on every counter of one tag, or on none.
+-- reserve.lua: hold each counter's share of one call on every counter of one tag,
+-- or on none.
 --
--- KEYS[1]   lease record of this reservation (hash: s=state, a=amount, e=expiry ms, k=bucket keys)
+-- KEYS[1]   lease record of this reservation (hash: s=state, a=amount, e=expiry ms,
+--           k=bucket keys, m=what is held on each, as decimal strings)
 -- KEYS[2]   lease index of the tag (sorted set: reservation id scored by expiry ms)
 -- KEYS[3..] one bucket hash per counter (fields spent, held, overrun), same {tag}
 -- ARGV[1..3] tag prefix, tombstone ms, grace ms (see prelude.lua)
 -- ARGV[4]   reservation id        ARGV[5] amount        ARGV[6] lease ms
 -- ARGV[7]   "1" when re-sent after a lost reply (an identical live hold is then ours)
--- ARGV[8..] four per counter: limit, bucket start s, bucket end s (-1: none), expiry mode c|r|t
+-- ARGV[8..] six per counter: limit, bucket start s, bucket end s (-1: none), expiry mode
+--           c|r|t, the amount to hold on it (nano-USD, tokens or 1 request), soft "1"|"0"
+--           (a soft counter is held on but never refuses)
 --
 -- Returns {0, expires_ms, now_ms, total...}        granted; total: spent + held of
 --                                                    each counter, this hold included
@@ -17,7 +21,7 @@
 local now = now_ms()
 local n = #KEYS - 2
 local function arg(i, field)
-  return ARGV[8 + (i - 1) * 4 + field]
+  return ARGV[8 + (i - 1) * 6 + field]
 end
 
 for i = 1, n do
@@ -43,20 +47,20 @@ if state then
   return {3}
 end
 
-local amount = tonumber(ARGV[5])
 local fresh = {}
 local totals = {}
--- The first counter that cannot take the amount: {index, spent, held}, or nil.
--- The first counter that cannot take the amount; one that never could, even with
--- nothing held (spent + amount > limit), before one refused only by holds in
--- flight: a caller waits for holds to settle only when that can help.
+-- The first hard counter that cannot take its amount, {index, spent, held}, or nil;
+-- one that never could, even with nothing held (spent + amount > limit), before one
+-- refused only by holds in flight: a caller waits for holds to settle only when that
+-- can help.
 local function first_denial()
   local first = nil
   for i = 1, n do
     local v = redis.call('HMGET', KEYS[i + 2], 'spent', 'held')
     local spent, held = v[1] or '0', v[2] or '0'
+    local amount = tonumber(arg(i, 4))
     local total = tonumber(spent) + tonumber(held) + amount
-    if total > tonumber(arg(i, 0)) then
+    if total > tonumber(arg(i, 0)) and arg(i, 5) ~= '1' then
       if tonumber(spent) + amount > tonumber(arg(i, 0)) then
         return {i, spent, held}
       end
@@ -80,8 +84,10 @@ end
 
 local expires = now + tonumber(ARGV[6])
 local grace = tonumber(ARGV[3])
+local amounts = {}
 for i = 1, n do
-  redis.call('HINCRBY', KEYS[i + 2], 'held', ARGV[5])
+  amounts[i] = arg(i, 4)
+  redis.call('HINCRBY', KEYS[i + 2], 'held', amounts[i])
   -- An existing bucket already expires after its window; only a new one, a
   -- run bucket, or a lease outliving the window needs its expiry (re)set.
   local mode, stop = arg(i, 3), tonumber(arg(i, 2))
@@ -90,7 +96,7 @@ for i = 1, n do
   end
 end
 redis.call('HSET', KEYS[1], 's', 'held', 'a', ARGV[5], 'e', string.format('%d', expires),
-  'k', encoded_keys)
+  'k', encoded_keys, 'm', cjson.encode(amounts))
 redis.call('ZADD', KEYS[2], expires, ARGV[4])
 local reply = {0, expires, now}
 for i = 1, n do

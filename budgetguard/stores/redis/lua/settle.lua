@@ -3,9 +3,10 @@
 -- KEYS[1]   lease record (see reserve.lua)      KEYS[2] lease index of the tag
 -- KEYS[3..] the bucket hashes the reservation pinned, same {tag}
 -- ARGV[1..3] tag prefix, tombstone ms, grace ms (see prelude.lua)
--- ARGV[4]   reservation id        ARGV[5] actual cost
--- ARGV[6]   overrun: how much of the cost was never reserved (actual - amount, or 0)
--- ARGV[7..] two per bucket: bucket end s (-1: none), expiry mode c|r|t
+-- ARGV[4]   reservation id
+-- ARGV[5..] four per bucket: bucket end s (-1: none), expiry mode c|r|t, the actual
+--           charge (nano-USD, tokens or 1 request, by the counter's unit), and its
+--           overrun: how much of it was never reserved (charge - held, or 0)
 --
 -- Returns 1 when this call charged the cost, 0 when it was already settled
 -- or released. A lease that expired (tombstone "expired", or no record left)
@@ -15,24 +16,25 @@
 local now = now_ms()
 sweep(ARGV[1], KEYS[2], now, ARGV[2])
 
-local rec = redis.call('HMGET', KEYS[1], 's', 'a')
+local rec = redis.call('HMGET', KEYS[1], 's', 'a', 'm')
 if rec[1] == 'done' then
   return 0
 end
 
 local grace = tonumber(ARGV[3])
 local held = rec[1] == 'held'
+local amounts = held and rec[3] and cjson.decode(rec[3]) or nil
 for i = 3, #KEYS do
+  local at = 5 + (i - 3) * 4
   if held then
-    drop_hold(KEYS[i], rec[2])
+    drop_hold(KEYS[i], amounts and amounts[i - 2] or rec[2])
   end
-  redis.call('HINCRBY', KEYS[i], 'spent', ARGV[5])
-  if ARGV[6] ~= '0' then
-    redis.call('HINCRBY', KEYS[i], 'overrun', ARGV[6])
+  redis.call('HINCRBY', KEYS[i], 'spent', ARGV[at + 2])
+  if ARGV[at + 3] ~= '0' then
+    redis.call('HINCRBY', KEYS[i], 'overrun', ARGV[at + 3])
   end
   -- A live hold's bucket got its expiry at reserve; after a lost lease the
   -- bucket may be gone and this HINCRBY just created it.
-  local at = 7 + (i - 3) * 2
   if not held or ARGV[at + 1] == 'r' then
     touch(KEYS[i], ARGV[at + 1], ARGV[at], now, now, grace)
   end
