@@ -609,3 +609,59 @@ def test_a_listener_sees_its_own_call_in_the_store() -> None:
     )
     call(3 * CENT)
     assert seen == [(3 * CENT, 0)]
+
+
+# -- soft limits and limits in tokens or requests (issue 15) ----------------------------
+
+
+def test_a_soft_limit_passed_alerts_once_per_window_and_the_calls_go_on() -> None:
+    sink = Collect()
+    alerts = Alerts(sinks=[sink])
+    soft = Limit(scope="tenant", usd="0.05", window="day", enforce="warn")
+    _config.configure(policy=Policy(limits=[soft]), listeners=[alerts])
+    for _ in range(4):  # 4 x $0.02: the 3rd and 4th pass the $0.05 soft limit
+        call(2 * CENT)
+        alerts.flush()  # evaluated call by call: the alert reads the spend at the 3rd
+    passed = sink.kinds("over_soft_limit")
+    assert len(passed) == 1, [a.message for a in sink.alerts]
+    alert = passed[0]
+    assert (alert.scope, alert.key, alert.window, alert.unit) == ("tenant", "acme", "day", "usd")
+    assert alert.limit == Decimal("0.05") and alert.amount == Decimal("0.06")
+    assert "soft day limit" in alert.message and "$0.06 of $0.05" in alert.message
+    assert not sink.kinds("exhausted")  # nothing was refused
+
+
+def test_a_soft_request_cap_alerts_per_call() -> None:
+    sink = Collect()
+    alerts = Alerts(sinks=[sink])
+    cap = Limit(scope="request", usd="0.01", enforce="warn")
+    _config.configure(policy=Policy(limits=[cap]), listeners=[alerts])
+    call(2 * CENT)
+    call(CENT // 2)  # under the cap: no alert
+    call(3 * CENT)
+    alerts.flush()
+    passed = sink.kinds("over_soft_limit")
+    assert [a.amount for a in passed] == [Decimal("0.02"), Decimal("0.03")]
+    assert all(a.scope == "request" and a.limit == Decimal("0.01") for a in passed)
+
+
+def test_threshold_and_exhaustion_alerts_speak_the_limits_unit() -> None:
+    sink = Collect()
+    alerts = Alerts(sinks=[sink])
+    requests = Limit(scope="feature", key="summarize", requests=4, window="day")
+    _config.configure(
+        policy=Policy(limits=[requests], alerts=[Threshold("0.5")]), listeners=[alerts]
+    )
+    for _ in range(4):
+        call(CENT)
+        alerts.flush()
+    with pytest.raises(BudgetExceeded) as refused:
+        call(CENT)
+    assert refused.value.unit == "requests" and refused.value.limit == 4
+    assert "4 requests" in str(refused.value)
+    alerts.flush()
+    [threshold] = sink.kinds("threshold")
+    assert threshold.unit == "requests" and threshold.limit == 4 and threshold.amount == 2
+    assert "2 requests of 4 requests" in threshold.message
+    [gone] = sink.kinds("exhausted")
+    assert gone.unit == "requests" and "4 requests of 4 requests" in gone.message

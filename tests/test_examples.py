@@ -38,6 +38,15 @@ EXPECTED = {
         "pydantic-ai's own price of the run: $0.00182",
         "refused before sending (0 requests)",
     ],
+    "limits_as_data.py": [
+        "acme (pro): ['answered', 'answered', 'answered']",
+        "tiny (free): ['answered', \"refused (user 'u-9': 1 requests)\"]",
+        "chat: ['answered', 'answered', \"refused (feature 'chat': 2 requests)\"]",
+        "chat status: 2 requests",
+        "outcomes ['over_soft_limit', 'over_soft_limit']",
+        "u-3 used 200 of a soft 150 tokens (warn)",
+        "store      feature key=chat day: requests=2",
+    ],
     "openai_compatible_gateway.py": [
         "anthropic/claude-sonnet-4.5: charged $0.00123",
         "refused: unknown model 'my-finetune-v3'",

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 import budgetguard as bg
+from budgetguard._core.limitbook import EMPTY_BOOK
 from budgetguard._engine.estimate import LARGE_PROMPT_CHARS
 from budgetguard._engine.flow import admit, admit_cost, admit_flow
 from budgetguard.stores import MemoryStore, RedisStore
-from budgetguard._core.limitbook import EMPTY_BOOK
 from budgetguard.stores.drive import Compute, LoadLimits
 from budgetguard.stores.redis import AsyncRedisStore
 from budgetguard.testing import FakeProvider

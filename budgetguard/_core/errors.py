@@ -86,12 +86,13 @@ class BudgetExceeded(BudgetError):
         unit = getattr(self, "unit", "usd")  # pickled by an older version: dollars
 
         def show(amount: Decimal) -> str:
-            return f"${amount}" if unit == "usd" else f"{amount:,} {unit}"
+            return f"${amount}" if unit == "usd" else f"{amount:,}"
 
+        units = "" if unit == "usd" else f" {unit}"
         text = (
-            f"budget exceeded for {where} ({self.window} limit {show(self.limit)}){model}: "
-            f"spent {show(self.spent)} + held {show(self.held)} + requested "
-            f"{show(self.requested)} > {show(self.limit)}"
+            f"budget exceeded for {where} ({self.window} limit {show(self.limit)}{units})"
+            f"{model}: spent {show(self.spent)} + held {show(self.held)} + requested "
+            f"{show(self.requested)} > {show(self.limit)}{units}"
         )
         if self.retry_after is not None:
             text += f"; resets in {int(self.retry_after.total_seconds())}s"

@@ -134,6 +134,8 @@ class Guard:
         estimate: Estimate = None,
         model: str | None = None,
         name: str | None = None,
+        tokens: int | None = None,
+        requests: int | None = None,
     ) -> None:
         if name is not None and (not isinstance(name, str) or not name):
             raise ConfigurationError(f"name: expected a non-empty string, got {name!r}")
@@ -145,8 +147,13 @@ class Guard:
         for n, limit in enumerate(self._limits):
             if not isinstance(limit, Limit):
                 raise ConfigurationError(f"limits[{n}]: expected a bg.Limit, got {limit!r}")
-        if self._usd is not None:
-            self._limits += (Limit(scope="run", usd=nanos_to_usd(self._usd)),)
+        if self._usd is not None or tokens is not None or requests is not None:
+            usd_limit = None if self._usd is None else nanos_to_usd(self._usd)
+            try:
+                own = Limit(scope="run", usd=usd_limit, tokens=tokens, requests=requests)
+            except ValueError as error:  # pydantic's, naming the field
+                raise ConfigurationError(_first_error(error)) from None
+            self._limits += (own,)
         if on_exceed not in (None, "raise", "downgrade", "block"):
             raise ConfigurationError(
                 f"on_exceed: expected 'raise', 'downgrade' or 'block', got {on_exceed!r}"
@@ -395,6 +402,15 @@ def _fixed_nanos(estimate: Estimate) -> int | None:
     return nanos if nanos >= 0 else None
 
 
+def _first_error(error: ValueError) -> str:
+    """``tokens: must be between ...`` out of a pydantic ValidationError's text."""
+    lines = [line.strip() for line in str(error).splitlines()]
+    for line in lines:
+        if line.startswith("Value error, "):
+            return line.removeprefix("Value error, ").split(" [type=")[0]
+    return lines[-1] if lines else str(error)
+
+
 class GuardOptions(TypedDict, total=False):
     tenant: Attr
     user: Attr
@@ -405,6 +421,8 @@ class GuardOptions(TypedDict, total=False):
     estimate: Estimate
     model: str | None
     name: str | None
+    tokens: int | None
+    requests: int | None
 
 
 def budget(usd: UsdLike | None = None, **options: Unpack[GuardOptions]) -> Guard:
@@ -431,6 +449,9 @@ def spend_limit(usd: UsdLike | None = None, **options: Unpack[GuardOptions]) -> 
 
     Every guarded LLM call inside counts against ``usd`` (and every outer
     frame's limits); ``run.spent``, ``run.remaining`` and ``run.calls`` say
-    where it stands. Also usable as a decorator; same options as ``budget``.
+    where it stands. ``tokens=`` and ``requests=`` cap the block's tokens (input
+    plus output, held at each call's worst case) and its number of LLM calls - an
+    agent loop that may take at most 20 steps. Also usable as a decorator; same
+    options as ``budget``.
     """
     return Guard(usd, **options)

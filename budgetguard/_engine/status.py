@@ -117,6 +117,9 @@ def _counter_for(
         windows = sorted({counter.window for counter in matching})
         if len(windows) > 1:
             raise ConfigurationError(f"window: {scope} has limits for {windows}; pass window=")
+        dollars = [counter for counter in matching if counter.unit == "usd"]
+        if len(dollars) == 1:  # a limit with usd= and tokens=: its dollars unless asked
+            return dollars[0], True
         units = sorted({counter.unit for counter in matching})
         raise ConfigurationError(f"unit: {scope} has limits in {units}; pass unit=")
     if window is None:

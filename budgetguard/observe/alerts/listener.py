@@ -9,6 +9,8 @@ evaluates the rules and hands each ``Alert`` to the sinks:
   across every process: the claim is one atomic ``SET NX`` in Redis (or an
   in-process set with ``MemoryStore``).
 - ``RequestCost(usd)``: one call cost more than ``usd``.
+- a soft limit (``enforce="warn"``) passed: once per counter and window, like a
+  threshold, so a shadow-run limit tells people what it would have refused.
 - ``Spike(factor)``: the last hour's spend is ``factor`` times the trailing
   7-day hourly average (history kept in Redis, so it covers the whole fleet).
 
@@ -29,15 +31,21 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from types import TracebackType
 from typing import Any
-from urllib.parse import unquote
 
-from ..._core.counters import Counter, CounterStatus
+from ..._core.counters import Counter
 from ..._core.errors import ConfigurationError
 from ..._core.money import format_usd, nanos_to_usd, usd_to_nanos
 from ..._core.policy import Policy, Threshold
 from ..._core.records import CallRecord
 from ...stores.base import Store
 from ..background import Worker
+from .messages import (
+    exhausted_alert,
+    request_alert,
+    soft_alert,
+    soft_cap_alert,
+    threshold_alert,
+)
 from .model import Alert, AlertRule, RequestCost, Spike
 from .sinks import AlertSink, LogSink, Webhook
 from .state import (
@@ -216,7 +224,7 @@ class Alerts:
             limit = rule.nanos
             for record in records:
                 if record.cost > limit:
-                    self._dispatch(_request_alert(record, limit), at_once=False)
+                    self._dispatch(request_alert(record, limit), at_once=False)
         once: list[_Once] = []
         charged = [r for r in records if r.cost > 0]
         if charged:
@@ -225,6 +233,7 @@ class Alerts:
                 once += self._spike(runtime, self.spike, charged)
         if self.exhausted:
             once += self._exhaustion(runtime, [r for r in records if r.refused_by is not None])
+        once += self._soft(runtime, [r for r in records if r.over_soft])
         now = time.monotonic()
         due = [retry for retry in self._retries if retry.due <= now]
         self._retries = [retry for retry in self._retries if retry.due > now]
@@ -310,7 +319,7 @@ class Alerts:
                 if Decimal(status.spent) < fraction * counter.limit:
                     break
                 marker = f"{counter.key}:{status.window_start}:{fraction.normalize():f}"
-                alert = _threshold_alert(status, fraction, self.clock())
+                alert = threshold_alert(status, fraction, self.clock())
                 alerts.append(_Once(alert, counter.tag, marker, status.resets_at))
         return alerts
 
@@ -331,7 +340,31 @@ class Alerts:
                 log.error("budgetguard: alerts could not read %s: %r", counter.key, exc)
                 continue
             marker = f"{counter.key}:{status.window_start}:exhausted"
-            alert = _exhausted_alert(status, self.clock())
+            alert = exhausted_alert(status, self.clock())
+            alerts.append(_Once(alert, counter.tag, marker, status.resets_at))
+        return alerts
+
+    def _soft(self, runtime: _Runtime, passed: list[CallRecord]) -> list[_Once]:
+        """One "over_soft_limit" alert per soft counter and window a call passed over; a
+        soft per-request cap has no window: one alert per call."""
+        counters: dict[str, Counter] = {}
+        for record in passed:
+            for counter in record.over_soft:
+                if counter.scope == "request":
+                    self._dispatch(soft_cap_alert(record, counter), at_once=False)
+                else:
+                    counters.setdefault(counter.key, counter)
+        if runtime.store is None:
+            return []
+        alerts: list[_Once] = []
+        for counter in counters.values():
+            try:
+                status = runtime.store.status(counter)
+            except Exception as exc:
+                log.error("budgetguard: alerts could not read %s: %r", counter.key, exc)
+                continue
+            marker = f"{counter.key}:{status.window_start}:soft"
+            alert = soft_alert(status, self.clock())
             alerts.append(_Once(alert, counter.tag, marker, status.resets_at))
         return alerts
 
@@ -382,94 +415,3 @@ def _applies(threshold: Threshold, counter: Counter) -> bool:
     if threshold.scope is None:
         return counter.scope != "run"
     return threshold.scope == counter.scope
-
-
-def _tenant_of(counter: Counter) -> str | None:
-    """Users are counted per tenant (``tenant=acme/user=u-1:day``): which one."""
-    if counter.scope == "tenant":
-        return counter.subject
-    if counter.scope == "user" and counter.key.startswith("tenant="):
-        return unquote(counter.key.split("/", 1)[0].removeprefix("tenant="))
-    return None
-
-
-def _describe(counter: Counter) -> str:
-    if counter.scope == "global":
-        return "the global budget"
-    tenant = _tenant_of(counter)
-    if counter.scope == "user" and tenant is not None:
-        return f"user {counter.subject!r} of tenant {tenant!r}"
-    return f"{counter.scope} {counter.subject!r}"
-
-
-def _threshold_alert(status: CounterStatus, fraction: Decimal, now: float) -> Alert:
-    counter = status.counter
-    fraction = fraction.normalize()
-    percent = f"{(fraction * 100).normalize():f}%"
-    resets = None if status.resets_at is None else datetime.fromtimestamp(status.resets_at, UTC)
-    when = f"; resets {resets:%Y-%m-%d %H:%M} UTC" if resets else ""
-    return Alert(
-        kind="threshold",
-        message=(
-            f"budgetguard: {_describe(counter)} reached {percent} of its {counter.window} "
-            f"budget: {format_usd(status.spent)} of {format_usd(counter.limit)}{when}"
-        ),
-        at=datetime.fromtimestamp(now, UTC),
-        amount=nanos_to_usd(status.spent),
-        limit=nanos_to_usd(counter.limit),
-        fraction=fraction,
-        scope=counter.scope,
-        key=counter.subject,
-        window=counter.window,
-        resets_at=resets,
-        tenant=_tenant_of(counter),
-    )
-
-
-def _exhausted_alert(status: CounterStatus, now: float) -> Alert:
-    counter = status.counter
-    resets = None if status.resets_at is None else datetime.fromtimestamp(status.resets_at, UTC)
-    when = f"; resets {resets:%Y-%m-%d %H:%M} UTC" if resets else ""
-    used = status.spent + status.held
-    return Alert(
-        kind="exhausted",
-        message=(
-            f"budgetguard: {_describe(counter)} is out of its {counter.window} budget: a call "
-            f"was refused with {format_usd(used)} of {format_usd(counter.limit)} spent or "
-            f"held{when}"
-        ),
-        at=datetime.fromtimestamp(now, UTC),
-        amount=nanos_to_usd(used),
-        limit=nanos_to_usd(counter.limit),
-        scope=counter.scope,
-        key=counter.subject,
-        window=counter.window,
-        resets_at=resets,
-        tenant=_tenant_of(counter),
-    )
-
-
-def _request_alert(record: CallRecord, limit: int) -> Alert:
-    who = ", ".join(
-        f"{name}={value}"
-        for name, value in (
-            ("tenant", record.tenant),
-            ("user", record.user),
-            ("feature", record.feature),
-        )
-        if value
-    )
-    return Alert(
-        kind="request_cost",
-        message=(
-            f"budgetguard: one {record.model or 'LLM'} call cost {format_usd(record.cost)} "
-            f"(alert above {format_usd(limit)})" + (f" for {who}" if who else "")
-        ),
-        at=datetime.fromtimestamp(record.at, UTC),
-        amount=nanos_to_usd(record.cost),
-        limit=nanos_to_usd(limit),
-        tenant=record.tenant,
-        user=record.user,
-        feature=record.feature,
-        model=record.model,
-    )

@@ -13,7 +13,7 @@ from ..._core.policy import Threshold
 
 __all__ = ["Alert", "AlertKind", "AlertRule", "RequestCost", "Spike"]
 
-AlertKind = Literal["threshold", "exhausted", "request_cost", "spike"]
+AlertKind = Literal["threshold", "exhausted", "request_cost", "spike", "over_soft_limit"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +27,10 @@ class Alert:
     ``request_cost``: ``amount`` is the call's cost, ``limit`` the rule's
     threshold, attribution fields name the call. ``spike``: ``amount`` is the
     last hour's spend, ``baseline`` the trailing 7-day hourly average.
+    ``over_soft_limit``: a call passed a soft limit (``enforce="warn"``) that would
+    have refused it; ``amount`` is spent + held with it, ``limit`` the soft limit.
+    ``unit``: what ``amount`` and ``limit`` count (``"usd"``; ``"tokens"`` or
+    ``"requests"`` for those limits).
     """
 
     kind: AlertKind
@@ -44,6 +48,7 @@ class Alert:
     user: str | None = None
     feature: str | None = None
     model: str | None = None
+    unit: str = "usd"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe: amounts as decimal strings, times as ISO 8601."""

@@ -1,0 +1,171 @@
+"""What each alert says: the messages and fields of threshold, exhaustion, soft-limit
+and per-call alerts, with amounts in the counter's unit (dollars, tokens, requests)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from urllib.parse import unquote
+
+from ..._core.counters import Counter, CounterStatus
+from ..._core.money import format_usd, nanos_to_usd
+from ..._core.records import CallRecord
+from .model import Alert
+
+__all__ = [
+    "exhausted_alert",
+    "request_alert",
+    "soft_alert",
+    "soft_cap_alert",
+    "threshold_alert",
+]
+
+
+def _tenant_of(counter: Counter) -> str | None:
+    """Users are counted per tenant (``tenant=acme/user=u-1:day``): which one."""
+    if counter.scope == "tenant":
+        return counter.subject
+    if counter.scope == "user" and counter.key.startswith("tenant="):
+        return unquote(counter.key.split("/", 1)[0].removeprefix("tenant="))
+    return None
+
+
+def _describe(counter: Counter) -> str:
+    if counter.scope == "global":
+        return "the global budget"
+    tenant = _tenant_of(counter)
+    if counter.scope == "user" and tenant is not None:
+        return f"user {counter.subject!r} of tenant {tenant!r}"
+    return f"{counter.scope} {counter.subject!r}"
+
+
+def _show(amount: int, unit: str) -> str:
+    return format_usd(amount) if unit == "usd" else f"{amount:,} {unit}"
+
+
+def _value(amount: int, unit: str) -> Decimal:
+    return nanos_to_usd(amount) if unit == "usd" else Decimal(amount)
+
+
+def soft_alert(status: CounterStatus, now: float) -> Alert:
+    counter = status.counter
+    resets = None if status.resets_at is None else datetime.fromtimestamp(status.resets_at, UTC)
+    when = f"; resets {resets:%Y-%m-%d %H:%M} UTC" if resets else ""
+    used = status.spent + status.held
+    unit = counter.unit
+    return Alert(
+        kind="over_soft_limit",
+        message=(
+            f"budgetguard: {_describe(counter)} passed its soft {counter.window} limit "
+            f"(enforce='warn'): {_show(used, unit)} of {_show(counter.limit, unit)} spent or "
+            f"held; calls go on, a hard limit would refuse them{when}"
+        ),
+        at=datetime.fromtimestamp(now, UTC),
+        amount=_value(used, unit),
+        limit=_value(counter.limit, unit),
+        scope=counter.scope,
+        key=counter.subject,
+        window=counter.window,
+        resets_at=resets,
+        tenant=_tenant_of(counter),
+        unit=unit,
+    )
+
+
+def soft_cap_alert(record: CallRecord, counter: Counter) -> Alert:
+    unit = counter.unit
+    asked = record.estimate if unit == "usd" else None
+    detail = f" (its worst case {_show(asked, unit)})" if asked is not None else ""
+    return Alert(
+        kind="over_soft_limit",
+        message=(
+            f"budgetguard: a {record.model or 'LLM'} call passed the soft per-request cap of "
+            f"{_show(counter.limit, unit)}{detail}; it was sent (enforce='warn')"
+        ),
+        at=datetime.fromtimestamp(record.at, UTC),
+        amount=_value(record.estimate if unit == "usd" else 0, unit),
+        limit=_value(counter.limit, unit),
+        scope="request",
+        window="request",
+        tenant=record.tenant,
+        user=record.user,
+        feature=record.feature,
+        model=record.model,
+        unit=unit,
+    )
+
+
+def threshold_alert(status: CounterStatus, fraction: Decimal, now: float) -> Alert:
+    counter = status.counter
+    fraction = fraction.normalize()
+    percent = f"{(fraction * 100).normalize():f}%"
+    resets = None if status.resets_at is None else datetime.fromtimestamp(status.resets_at, UTC)
+    when = f"; resets {resets:%Y-%m-%d %H:%M} UTC" if resets else ""
+    return Alert(
+        kind="threshold",
+        message=(
+            f"budgetguard: {_describe(counter)} reached {percent} of its {counter.window} "
+            f"budget: {_show(status.spent, counter.unit)} of "
+            f"{_show(counter.limit, counter.unit)}{when}"
+        ),
+        at=datetime.fromtimestamp(now, UTC),
+        amount=_value(status.spent, counter.unit),
+        limit=_value(counter.limit, counter.unit),
+        unit=counter.unit,
+        fraction=fraction,
+        scope=counter.scope,
+        key=counter.subject,
+        window=counter.window,
+        resets_at=resets,
+        tenant=_tenant_of(counter),
+    )
+
+
+def exhausted_alert(status: CounterStatus, now: float) -> Alert:
+    counter = status.counter
+    resets = None if status.resets_at is None else datetime.fromtimestamp(status.resets_at, UTC)
+    when = f"; resets {resets:%Y-%m-%d %H:%M} UTC" if resets else ""
+    used = status.spent + status.held
+    return Alert(
+        kind="exhausted",
+        message=(
+            f"budgetguard: {_describe(counter)} is out of its {counter.window} budget: a call "
+            f"was refused with {_show(used, counter.unit)} of "
+            f"{_show(counter.limit, counter.unit)} spent or held{when}"
+        ),
+        at=datetime.fromtimestamp(now, UTC),
+        amount=_value(used, counter.unit),
+        limit=_value(counter.limit, counter.unit),
+        unit=counter.unit,
+        scope=counter.scope,
+        key=counter.subject,
+        window=counter.window,
+        resets_at=resets,
+        tenant=_tenant_of(counter),
+    )
+
+
+def request_alert(record: CallRecord, limit: int) -> Alert:
+    who = ", ".join(
+        f"{name}={value}"
+        for name, value in (
+            ("tenant", record.tenant),
+            ("user", record.user),
+            ("feature", record.feature),
+        )
+        if value
+    )
+    return Alert(
+        kind="request_cost",
+        message=(
+            f"budgetguard: one {record.model or 'LLM'} call cost {format_usd(record.cost)} "
+            f"(alert above {format_usd(limit)})" + (f" for {who}" if who else "")
+        ),
+        at=datetime.fromtimestamp(record.at, UTC),
+        amount=nanos_to_usd(record.cost),
+        limit=nanos_to_usd(limit),
+        tenant=record.tenant,
+        user=record.user,
+        feature=record.feature,
+        model=record.model,
+    )
