@@ -335,8 +335,8 @@ def own_scripts_loop(client: redis.Redis) -> Loop:
             rid = uuid.uuid4().hex
             keys = [f"{at}:r:{rid}", index, bucket]
             head = [at, day_ms, day_ms, rid]
-            reserve(keys=keys, args=[*head, HOLD, lease_ms, "0", limit, start, end, "c"])
-            settle(keys=keys, args=[*head, ACTUAL, end, "c"])
+            reserve(keys=keys, args=[*head, HOLD, lease_ms, "0", limit, start, end, "c", HOLD, "0"])
+            settle(keys=keys, args=[*head, end, "c", ACTUAL, "0"])
 
     return own
 

@@ -344,8 +344,8 @@ def test_a_large_prompt_is_counted_off_the_loop() -> None:
 
     def first_work(request: bg.LLMRequest) -> object:
         flow = admit_flow(settings, request)
-        assert isinstance(next(flow), LoadLimits)  # the stored limits come first
-        return flow.send(EMPTY_BOOK)
+        op = next(flow)  # a store whose copy of the stored limits is stale is asked first
+        return flow.send(EMPTY_BOOK) if isinstance(op, LoadLimits) else op
 
     small = first_work(bg.LLMRequest("gpt-4o", MESSAGES, max_tokens=1))
     assert isinstance(small, Compute) and small.offload is not None and not small.offload()

@@ -202,3 +202,37 @@ def test_cluster_store_from_url(cluster_ports: list[int]) -> None:
     c = counter("url", 10, "acme")
     assert isinstance(store.reserve(rid(), (c,), 10, 60), Reservation)
     store.close()
+
+
+def test_limits_held_in_a_cluster_live_in_one_slot_and_bind_token_counters(
+    store: RedisStore,
+) -> None:
+    """bg.set_limit on a cluster: the book's three keys share a slot (one script), and a
+    token counter on another node is held and settled by its own unit."""
+    from budgetguard import Limit
+
+    store.put_limit(Limit(scope="tenant", key="acme", usd=5, tokens=100, window="day"))
+    store.put_plan(("tenant", "beta"), "pro")
+    client = store.client
+    assert len({client.keyslot(key) for key in store._book_keys()}) == 1  # type: ignore[no-untyped-call]
+    book = store.limit_book()
+    assert [limit.key for limit in book.limits] == ["acme"] and book.plans == {
+        ("tenant", "beta"): "pro"
+    }
+    assert store.drop_limit(("tenant", "acme", "day")) and not store.drop_limit(
+        ("tenant", "acme", "day")
+    )
+    tag1, tag2 = two_tags_on_two_nodes(client)  # type: ignore[arg-type]
+    dollars = counter("dollars", 1_000, tag1)
+    tokens = Counter(key="tok", limit=100, window="day", scope="tenant", tag=tag2, unit="tokens")
+    held = store.reserve(rid(), (dollars, tokens), 500, 60, tokens=80)
+    assert isinstance(held, Reservation)
+    assert [store.status(c).held for c in (dollars, tokens)] == [500, 80]
+    refused = store.reserve(rid(), (dollars, tokens), 1, 60, tokens=21)
+    assert isinstance(refused, Denial) and refused.counter == tokens and refused.requested == 21
+    assert store.status(dollars).held == 500  # rolled back on the first node
+    assert store.settle(held, 300, tokens=60)
+    assert [(store.status(c).spent, store.status(c).held) for c in (dollars, tokens)] == [
+        (300, 0),
+        (60, 0),
+    ]

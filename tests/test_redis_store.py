@@ -15,6 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -181,6 +182,36 @@ def test_one_round_trip_per_reserve_and_per_settle(
     assert calls.take() == ["EVALSHA"]
     store.settle(reservation, 1)
     assert calls.take() == ["EVALSHA"]
+
+
+def test_the_stored_limits_cost_one_round_trip_per_refresh_not_per_call(
+    redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Guarded calls on Redis read the limits held in the store once per
+    ``limits_refresh_s`` (and at once after this process writes one), never per call."""
+    import budgetguard as bg
+    from budgetguard._engine import config
+
+    store = RedisStore(redis_client, prefix=f"rt{uuid.uuid4().hex[:8]}", limits_refresh_s=0.3)
+    config.configure(store=store, policy=bg.Policy())
+    try:
+        bg.set_limit(bg.Limit(scope="tenant", key="acme", usd=1, window="day"))
+
+        def calls_made(n: int) -> list[str]:
+            calls = CountingCalls(redis_client, monkeypatch)
+            with bg.spend_limit(tenant="acme"):
+                for _ in range(n):
+                    bg.admit_cost(1_000).settle_nanos(1_000)
+            monkeypatch.undo()
+            return calls.take()
+
+        assert len(calls_made(20)) == 1 + 20 * 2  # the book read after the write, then 2/call
+        assert len(calls_made(20)) == 20 * 2  # within 0.3 s: no read
+        time.sleep(0.35)
+        assert len(calls_made(20)) == 1 + 20 * 2  # stale: one read, answered "unchanged"
+        assert bg.status("tenant", "acme").spent == Decimal("0.00006")
+    finally:
+        config.reset()
 
 
 def test_two_tags_take_one_round_trip_each_and_roll_back(
@@ -572,3 +603,28 @@ def test_a_tag_broken_by_an_expired_zero_hold_is_repaired(
     status = store.status(c)
     assert (status.spent, status.held) == (120, 0)
     assert redis_client.hget(record, "s") == b"expired"
+
+
+# -- lease records written before per-key amounts (a rolling upgrade) ------------------
+@pytest.mark.parametrize("end", ["release", "settle", "expire"])
+def test_a_lease_record_without_per_key_amounts_still_frees_its_hold(
+    store: RedisStore, redis_client: redis.Redis, end: str
+) -> None:
+    """Records written by a version without token limits hold ``a`` on every key and
+    have no ``m``: release, settle and the lease sweep must free exactly ``a``."""
+    first, second = counter("old-1"), counter("old-2")
+    reservation = granted(store, (first, second), 300, lease=60)
+    record = store.lease_key("t", reservation.id)
+    assert redis_client.hdel(record, "m") == 1  # as the older version wrote it
+    if end == "release":
+        assert store.release(reservation)
+    elif end == "settle":
+        assert store.settle(reservation, 120)
+    else:
+        redis_client.zadd(store.index_key("t"), {reservation.id: 1})  # its lease ran out
+        granted(store, (counter("other"),), 1)  # any script of the tag sweeps it
+    spent = 120 if end == "settle" else 0
+    assert [(store.status(c).spent, store.status(c).held) for c in (first, second)] == [
+        (spent, 0),
+        (spent, 0),
+    ]

@@ -7,7 +7,10 @@ After every step both stores must answer the same, and:
 - held >= 0 on every counter, and 0 once nothing is in flight;
 - spent = the sum of the costs settled on that counter (once each);
 - spent <= limit, as long as every cost settled was <= its reservation;
-- an amount out of range is refused by both, before anything changes.
+- an amount out of range is refused by both, before anything changes;
+- a counter in tokens holds the call's tokens and one in requests holds 1, settled
+  to the tokens used and 1; a soft counter never refuses, and both stores name the
+  same soft counters a hold took past their limit.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from hypothesis.stateful import (
     rule,
 )
 
+from budgetguard._core.counters import share as share_of
 from budgetguard._core.errors import ConfigurationError
 from budgetguard._core.money import MAX_NANOS
 from budgetguard.stores import Counter, Denial, MemoryStore, RedisStore, Reservation
@@ -69,11 +73,25 @@ class StoreContract(RuleBasedStateMachine):
         self.overran = False
         self.live: dict[str, Held] = {}
 
-    @initialize(first=limits, second=limits)
-    def make_counters(self, first: int, second: int) -> None:
+    @initialize(
+        first=limits,
+        second=limits,
+        unit=st.sampled_from(["usd", "tokens", "requests"]),
+        soft=st.booleans(),
+    )
+    def make_counters(self, first: int, second: int, unit: str, soft: bool) -> None:
+        """A dollar counter, and a second one in any unit, hard or soft."""
         self.counters = [
-            Counter(key=f"c{n}", limit=limit, window="total", scope="tenant", subject=f"c{n}")
-            for n, limit in enumerate((first, second))
+            Counter(key="c0", limit=first, window="total", scope="tenant", subject="c0"),
+            Counter(
+                key="c1",
+                limit=second,
+                window="total",
+                scope="tenant",
+                subject="c1",
+                unit=unit,
+                soft=soft,
+            ),
         ]
         self.settled = {c.key: 0 for c in self.counters}
 
@@ -84,12 +102,12 @@ class StoreContract(RuleBasedStateMachine):
             else ((self.counters[1],) if which == 1 else tuple(self.counters))
         )
 
-    @rule(target=holds, amount=amounts, which=st.integers(0, 2))
-    def reserve(self, amount: int, which: int) -> Any:
+    @rule(target=holds, amount=amounts, tokens=amounts, which=st.integers(0, 2))
+    def reserve(self, amount: int, tokens: int, which: int) -> Any:
         counters = self._pick(which)
         rid = uuid.uuid4().hex
-        memory = self.memory.reserve(rid, counters, amount, 600)
-        redis = self.redis.reserve(rid, counters, amount, 600)
+        memory = self.memory.reserve(rid, counters, amount, 600, tokens)
+        redis = self.redis.reserve(rid, counters, amount, 600, tokens)
         assert type(memory) is type(redis), (memory, redis)
         if isinstance(memory, Denial):
             assert isinstance(redis, Denial)
@@ -101,6 +119,9 @@ class StoreContract(RuleBasedStateMachine):
             )
             return None
         assert isinstance(redis, Reservation)
+        assert [c.key for c in memory.over_soft] == [c.key for c in redis.over_soft]
+        for counter in memory.over_soft:
+            assert counter.soft
         held = Held(memory, redis, tuple(c.key for c in counters))
         self.live[rid] = held
         return held
@@ -117,17 +138,21 @@ class StoreContract(RuleBasedStateMachine):
     def settle(self, held: Held | None, share: int, over: bool) -> None:
         if held is None:
             return
-        amount = held.memory.amount
-        actual = amount * share // 4 if not over else min(MAX_NANOS, amount + 1 + share)
-        applied = self.memory.settle(held.memory, actual)
-        assert self.redis.settle(held.redis, actual) is applied
+        amount, tokens = held.memory.amount, held.memory.tokens
+        if over:
+            actual, used = min(MAX_NANOS, amount + 1 + share), min(MAX_NANOS, tokens + 1)
+        else:
+            actual, used = amount * share // 4, tokens * share // 4
+        applied = self.memory.settle(held.memory, actual, used)
+        assert self.redis.settle(held.redis, actual, used) is applied
         assert applied  # each hold is settled or released once in this machine
-        self.overran = self.overran or actual > amount
-        for key in held.keys:
-            self.settled[key] += actual
+        self.overran = self.overran or over
+        for counter in self.counters:
+            if counter.key in held.keys:
+                self.settled[counter.key] += share_of(counter, actual, used)
         self.live.pop(held.memory.id, None)
-        assert self.memory.settle(held.memory, actual) is False  # twice changes nothing
-        assert self.redis.settle(held.redis, actual) is False
+        assert self.memory.settle(held.memory, actual, used) is False  # twice: no change
+        assert self.redis.settle(held.redis, actual, used) is False
 
     @rule(held=holds, actual=out_of_range)
     def settle_out_of_range(self, held: Held | None, actual: int) -> None:
@@ -181,9 +206,13 @@ class StoreContract(RuleBasedStateMachine):
         for counter, (spent, held, _) in zip(self.counters, memory, strict=True):
             assert held >= 0
             assert spent == self.settled[counter.key]
-            if not self.overran:
+            if not self.overran and not counter.soft:
                 assert spent <= counter.limit
-            holding = sum(h.memory.amount for h in live if counter.key in h.keys)
+            holding = sum(
+                share_of(counter, h.memory.amount, h.memory.tokens)
+                for h in live
+                if counter.key in h.keys
+            )
             assert held == holding
 
     def teardown(self) -> None:

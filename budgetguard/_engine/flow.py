@@ -189,7 +189,7 @@ class AdmissionState:
     def _over_soft(self, reservation: Reservation | None) -> tuple[Counter, ...]:
         """Soft limits the call passes over: counters, and per-request caps as counters."""
         over = reservation.over_soft if reservation is not None else ()
-        if self.soft_caps:
+        if self.soft_caps:  # rare: a soft request cap passed
             over += tuple(
                 Counter(
                     key=f"request:{cap.unit}",
@@ -238,8 +238,12 @@ def admission_flow(state: AdmissionState) -> Flow[Admission]:
     lease = settings.policy.lease_s
     if unapplied:  # settles kept during an outage land before anything new is reserved
         yield from unapplied.flush(settings.store, settings.async_store)
-    state.book = yield LoadLimits()
     while True:
+        # Every attempt, a wait's included, plans with stored limits at most a second old.
+        book = _fresh_book(settings)
+        if book is None:  # a Redis store's copy is over limits_refresh_s old: read it again
+            book = yield LoadLimits()
+        state.book = book
         if state.fixed_cost is None:
             yield from state.estimate_flow()
         outcome: Reservation | Denial | core.CapDenial | None = state.prepare()
@@ -379,6 +383,20 @@ def admit_after(model: str | None = None) -> Admission:
         settings=settings,
         counters=counters,
     )
+
+
+def _fresh_book(settings: Settings) -> LimitBook | None:
+    """The stored limits without I/O when a store has a fresh enough copy (a
+    ``MemoryStore`` always; a Redis store within ``limits_refresh_s``), else None."""
+    holds_limits = False
+    for store in (settings.store, settings.async_store):
+        cached = getattr(store, "cached_book", None)
+        if cached is not None:
+            book = cached()
+            if book is not None:
+                return book  # type: ignore[no-any-return]
+        holds_limits = holds_limits or hasattr(store, "alimit_book") or hasattr(store, "limit_book")
+    return None if holds_limits else EMPTY_BOOK
 
 
 def _book_now(settings: Settings) -> LimitBook:

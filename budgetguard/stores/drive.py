@@ -183,7 +183,7 @@ def run(flow: Flow[T], store: Store | None) -> T:
                 else:  # the signature stores written before token limits take
                     reply = target.reserve(op.reservation_id, op.counters, op.amount, op.lease_s)
             elif type(op) is Settle:
-                if counts_tokens(op.reservation):
+                if op.tokens is not None and counts_tokens(op.reservation):
                     reply = target.settle(op.reservation, op.actual, op.tokens)
                 else:
                     reply = target.settle(op.reservation, op.actual)
@@ -237,7 +237,7 @@ async def arun(flow: Flow[T], store: AsyncStore | None) -> T:
                         op.reservation_id, op.counters, op.amount, op.lease_s
                     )
             elif type(op) is Settle:
-                if counts_tokens(op.reservation):
+                if op.tokens is not None and counts_tokens(op.reservation):
                     reply = await target.asettle(op.reservation, op.actual, op.tokens)
                 else:
                     reply = await target.asettle(op.reservation, op.actual)

@@ -113,7 +113,8 @@ class MemoryStore:
         tokens: int,
     ) -> ReserveOutcome:
         check_nanos(amount, field="amount")
-        check_nanos(tokens, field="tokens")
+        if tokens:
+            check_nanos(tokens, field="tokens")
         for counter in counters:
             check_nanos(counter.limit, field="limit")
         with self._lock:
@@ -128,13 +129,10 @@ class MemoryStore:
                 checked = self._check(counters, amount, tokens, now)
             if isinstance(checked, Denial):
                 return checked
-            pinned, keys, found, over_soft = checked
+            pinned, keys, found, amounts, over_soft = checked
             buckets = self._buckets
             span = self._spans.span
-            amounts = []
-            for (counter, _), key, seen in zip(pinned, keys, found, strict=True):
-                held = share(counter, amount, tokens)
-                amounts.append(held)
+            for (counter, _), key, seen, held in zip(pinned, keys, found, amounts, strict=True):
                 # Looked up again when it was missing: a key listed twice holds twice.
                 bucket = seen if seen is not None else buckets.get(key)
                 if bucket is None:
@@ -148,7 +146,12 @@ class MemoryStore:
             self._holds[reservation_id] = _Hold(tuple(keys), tuple(amounts), expires_at)
             heapq.heappush(self._leases, (expires_at, reservation_id))
             return Reservation(
-                reservation_id, amount, tuple(pinned), expires_at, tokens, tuple(over_soft)
+                reservation_id,
+                amount,
+                tuple(pinned),
+                expires_at,
+                tokens,
+                tuple(over_soft) if over_soft else (),
             )
 
     def _check(
@@ -156,25 +159,34 @@ class MemoryStore:
     ) -> (
         Denial
         | tuple[
-            list[tuple[Counter, int]], list[tuple[str, int]], list[_Bucket | None], list[Counter]
+            list[tuple[Counter, int]],
+            list[tuple[str, int]],
+            list[_Bucket | None],
+            list[int],
+            list[Counter],
         ]
     ):
         """The first hard counter that cannot take its share (one that never could, even
         with nothing held, before one refused only by holds in flight), else each
-        counter's bucket and the soft counters the call takes past their limit."""
+        counter's bucket, its share, and the soft counters the call takes past their
+        limit."""
         buckets = self._buckets
         span = self._spans.span
         pinned: list[tuple[Counter, int]] = []
         keys: list[tuple[str, int]] = []
         found: list[_Bucket | None] = []
+        amounts: list[int] = []
         over_soft: list[Counter] = []
         contended: Denial | None = None
         for counter in counters:
             start, end = span(counter.window, now, counter.tz)
             key = (counter.key, start)
             bucket = buckets.get(key)
-            held = share(counter, amount, tokens)
-            spent, holding = (0, 0) if bucket is None else (bucket.spent, bucket.held)
+            held = amount if counter.unit == "usd" else share(counter, amount, tokens)
+            if bucket is None:
+                spent = holding = 0
+            else:
+                spent, holding = bucket.spent, bucket.held
             if spent + holding + held > counter.limit:
                 if counter.soft:
                     over_soft.append(counter)
@@ -186,13 +198,17 @@ class MemoryStore:
             pinned.append((counter, start))
             keys.append(key)
             found.append(bucket)
-        return contended if contended is not None else (pinned, keys, found, over_soft)
+            amounts.append(held)
+        if contended is not None:
+            return contended
+        return pinned, keys, found, amounts, over_soft
 
     def settle(self, reservation: Reservation, actual: int, tokens: int | None = None) -> bool:
         """Charge ``actual`` nano-USD (and ``tokens``; None: the tokens held)."""
         check_nanos(actual, field="actual")
         used = reservation.tokens if tokens is None else tokens
-        check_nanos(used, field="tokens")
+        if used:
+            check_nanos(used, field="tokens")
         with self._lock:
             now = self.clock()
             self._sweep(now)
@@ -204,9 +220,8 @@ class MemoryStore:
                 for key, held, (counter, _) in zip(
                     hold.buckets, hold.amounts, reservation.buckets, strict=True
                 ):
-                    charge = share(counter, actual, used)
-                    held_on = share(counter, reservation.amount, reservation.tokens)
-                    overrun = max(0, charge - held_on)
+                    charge = actual if counter.unit == "usd" else share(counter, actual, used)
+                    overrun = charge - held if charge > held else 0
                     bucket = buckets.get(key)
                     if bucket is None:
                         buckets[key] = _Bucket(charge, -held, overrun)
@@ -297,6 +312,10 @@ class MemoryStore:
     # -- limits held in the store (bg.set_limit, bg.set_plan) -------------------
     def limit_book(self) -> LimitBook:
         """The stored limits and plan assignments: always current in one process."""
+        return self._book
+
+    def cached_book(self) -> LimitBook:
+        """``limit_book`` without I/O (there is none here): always fresh."""
         return self._book
 
     def put_limit(self, limit: Limit) -> None:
