@@ -23,6 +23,7 @@ BENCHES = (
     "bench_pricing.py",
     "bench_holds.py",
     "bench_estimate.py",
+    "bench_limits.py",
 )
 
 

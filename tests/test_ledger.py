@@ -253,6 +253,23 @@ def test_report_groups_and_orders_by_cost(ledger: Ledger) -> None:
     assert ledger.total(since="7d") == (406, 5)
 
 
+def test_calls_over_a_soft_limit_are_rows_with_a_note_and_a_count(ledger: Ledger) -> None:
+    """A soft limit (enforce="warn") passed: the row says which, the report counts it."""
+    _config.configure(
+        policy=Policy(limits=[Limit(scope="tenant", usd="0.01", window="day", enforce="warn")]),
+        listeners=[ledger],
+    )
+    with spend_limit(tenant="acme", feature="soft"):
+        for _ in range(3):  # $0.006 each: the 2nd and 3rd pass the soft $0.01
+            admit_cost(6 * 10**6).settle_nanos(6 * 10**6)
+    assert ledger.flush(10)
+    rows = [r for r in ledger.rows(since="1h") if r.feature == "soft"]
+    assert [r.outcome for r in rows] == ["ok", "over_soft_limit", "over_soft_limit"]
+    assert rows[-1].error == "over soft limit: tenant acme day $0.01"
+    [report] = [r for r in ledger.report("feature", since="1h") if r.key == "soft"]
+    assert (report.calls, report.ok, report.over_soft, report.cost_nanos) == (3, 1, 2, 18 * 10**6)
+
+
 def test_report_rejects_unknown_grouping(ledger: Ledger) -> None:
     with pytest.raises(ConfigurationError, match="by: expected one of"):
         ledger.report("colour")

@@ -11,11 +11,12 @@ one of ``Policy(plans=...)``. Each is one flow, driven sync or async.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
 from .._core.errors import ConfigurationError
 from .._core.limitbook import LimitBook, LimitId, check_plan_target, limit_id
 from .._core.policy import Limit, Policy, Scope, check_key
+from .._core.windows import WINDOWS
 from ..stores.drive import Admin, Flow, LoadLimits, arun, run
 from .config import current
 
@@ -62,6 +63,11 @@ def _ident(book: LimitBook, scope: Any, key: str | None, window: str | None) -> 
     """Which stored limit ``remove_limit`` means; None: there is none."""
     if isinstance(scope, Limit):
         return limit_id(scope.scope, scope.key, scope.resolved_window)
+    scopes = [name for name in get_args(Scope) if name != "run"]
+    if scope not in scopes:
+        raise ConfigurationError(f"scope: expected one of {', '.join(scopes)}, got {scope!r}")
+    if window is not None and window not in WINDOWS:
+        raise ConfigurationError(f"window: expected one of {', '.join(WINDOWS)}, got {window!r}")
     if key is not None:
         _check(check_key, key, "key")
     held = [
@@ -103,6 +109,15 @@ def _plan_flow(
     if plan is not None and plan not in policy.plans:
         known = ", ".join(repr(name) for name in policy.plans) or "none"
         raise ConfigurationError(f"plan: unknown plan {plan!r}; Policy(plans=...) defines {known}")
+    if (
+        plan is not None
+        and subject[0] == "user"
+        and all(limit.scope == "tenant" for limit in policy.plans[plan])
+    ):
+        raise ConfigurationError(
+            f"plan: {plan!r} holds only tenant limits, and a user's plan applies its "
+            "user and request limits: assign it with tenant= instead"
+        )
     yield Admin("put_plan", (subject, plan))
 
 
@@ -116,12 +131,17 @@ def listed(policy: Policy, book: LimitBook) -> list[ListedLimit]:
     rows: list[ListedLimit] = []
     for limit in policy.limits:
         rows.append(ListedLimit(limit, "code", _overridden(limit, book, policy)))
-    members: dict[str, list[str]] = {}
+    members: dict[str, list[tuple[str, str]]] = {}
     for (scope, key), plan in sorted(book.plans.items()):
-        members.setdefault(plan, []).append(f"{scope} {key}")
+        members.setdefault(plan, []).append((scope, key))
     for name, plan_limits in policy.plans.items():
-        on = tuple(members.get(name, ()))
         for limit in plan_limits:
+            # A user's plan applies its user and request limits, never its tenant ones.
+            on = tuple(
+                f"{scope} {key}"
+                for scope, key in members.get(name, ())
+                if scope == "tenant" or limit.scope != "tenant"
+            )
             rows.append(ListedLimit(limit, f"plan:{name}", _plan_note(limit, policy), on))
     for limit in book.limits:
         rows.append(ListedLimit(limit, "store", _overrides(limit, policy)))

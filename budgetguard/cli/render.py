@@ -4,12 +4,25 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, TextIO
 
-__all__ = ["Row", "emit", "percent", "printable"]
+from .._core.money import format_usd, nanos_to_usd
+from .._core.policy import Limit
+
+__all__ = [
+    "Row",
+    "amount_text",
+    "emit",
+    "exact",
+    "limit_text",
+    "percent",
+    "printable",
+    "show_columns",
+]
 
 Row = dict[str, Any]
 
@@ -30,6 +43,46 @@ def printable(text: str) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
+_COUNTS = re.compile(r"\d (?:tokens?|requests?)$")
+
+
+def _is_amount(cell: str) -> bool:
+    return cell.startswith("$") or cell.endswith("%") or _COUNTS.search(cell) is not None
+
+
+def amount_text(unit: str, amount: int) -> str:
+    """An amount in a unit's store integers, for people: ``$0.05`` (from nano-USD),
+    ``1,000,000 tokens``, ``1 request``."""
+    if unit == "usd":
+        return format_usd(amount)
+    word = unit.removesuffix("s") if amount == 1 else unit
+    return f"{amount:,} {word}"
+
+
+def exact(unit: str, amount: int) -> Decimal | int:
+    """An amount for machines: ``Decimal`` dollars (JSON: a string), else an int count."""
+    return nanos_to_usd(amount) if unit == "usd" else amount
+
+
+def limit_text(limit: Limit) -> str:
+    """Every amount a limit sets: ``$500.00``, ``$5.00, 1,000,000 tokens``."""
+    return ", ".join(amount_text(unit, limit.amount(unit) or 0) for unit in limit.units)
+
+
+def show_columns(
+    rows: Sequence[Row],
+    columns: list[tuple[str, str]],
+    defaults: dict[str, Any],
+) -> list[tuple[str, str]]:
+    """``columns`` without those whose every row holds its default (``{"source":
+    "code"}``): a policy of code limits prints as it always did."""
+    return [
+        (key, title)
+        for key, title in columns
+        if key not in defaults or any(row.get(key) != defaults[key] for row in rows)
+    ]
+
+
 def _table(rows: Sequence[Row], columns: Sequence[tuple[str, str]], out: TextIO) -> None:
     """Aligned columns; numbers and money right-aligned."""
     header = [title for _, title in columns]
@@ -37,8 +90,7 @@ def _table(rows: Sequence[Row], columns: Sequence[tuple[str, str]], out: TextIO)
     widths = [max([len(h)] + [len(c[i]) for c in cells]) for i, h in enumerate(header)]
     right = [
         any(isinstance(row.get(key), int | Decimal) for row in rows)
-        or any(_cell(row.get(key)).startswith("$") for row in rows)
-        or any(_cell(row.get(key)).endswith("%") for row in rows)
+        or any(_is_amount(_cell(row.get(key))) for row in rows)
         for key, _ in columns
     ]
 

@@ -36,6 +36,7 @@ def cmd_report(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
             "fitted": r.fitted,
             "unpriced": r.unpriced,
             "overrun_nanos": r.overrun_nanos,
+            "over_soft": r.over_soft,
             "denied": r.denied,
             "errors": r.errors,
             "input_tokens": r.input_tokens,
@@ -68,6 +69,7 @@ def cmd_report(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
         "fitted",
         "unpriced",
         "overrun_nanos",
+        "over_soft",
         "denied",
         "errors",
         "input_tokens",
@@ -77,6 +79,8 @@ def cmd_report(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
         "cost_usd",
         "cost_nanos",
     )
+    if any(r.over_soft for r in report):
+        columns.insert(3, ("over_soft", "OVER SOFT"))
     emit(rows, columns, args.format, out, machine=machine)
     if args.format == "table":
         calls = sum(r.calls for r in report)

@@ -8,7 +8,7 @@ from typing import Any, TextIO
 
 from ..stores.memory import MemoryStore
 from .context import CliError, Context
-from .counters import counter_pattern, glob_escape
+from .counters import counter_pattern, glob_escape, key_unit
 
 __all__ = ["cmd_reset"]
 
@@ -28,8 +28,11 @@ return redis.call('DEL', KEYS[1])
 def cmd_reset(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
     if not args.all and args.scope is None:
         raise CliError("reset: name what to reset with --scope (and --key, --tenant), or --all")
-    if args.all and (args.scope or args.key or args.tenant or args.window):
-        raise CliError("reset: --all resets every counter; it takes no --scope/--key/--tenant")
+    unit = getattr(args, "unit", None)
+    if args.all and (args.scope or args.key or args.tenant or args.window or unit):
+        raise CliError(
+            "reset: --all resets every counter; it takes no --scope/--key/--tenant/--window/--unit"
+        )
     store = ctx.store()
     if isinstance(store, MemoryStore) or not hasattr(store, "client"):
         where = ctx.sources.get("store", "the default")
@@ -50,11 +53,14 @@ def cmd_reset(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
             counter_pattern(prefix, args.scope, kind="a", **options),
         ]
         what = f"scope={args.scope}" + "".join(
-            f" {k}={v}" for k, v in options.items() if v is not None
+            f" {k}={v}" for k, v in {**options, "unit": unit}.items() if v is not None
         )
+    # A pattern matches every unit (``tenant=acme:day:tokens:<bucket>`` as well as
+    # ``tenant=acme:day:<bucket>``); --unit keeps one.
     counters = sorted({_text(k) for k in client.scan_iter(match=patterns[0], count=1000)})
     markers = sorted({_text(k) for k in client.scan_iter(match=patterns[1], count=1000)})
-    counters = [k for k in counters if ":c:" in k]
+    counters = [k for k in counters if ":c:" in k and unit in (None, key_unit(k, "c"))]
+    markers = [k for k in markers if unit in (None, key_unit(k, "a"))]
     if not counters and not markers:
         out.write(f"nothing to reset for {what} (prefix {prefix!r})\n")
         return 0

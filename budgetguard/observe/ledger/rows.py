@@ -189,6 +189,8 @@ class ReportRow:
     overrun_nanos: int = 0
     """What calls were billed above their holds, summed: the figure that says whether
     estimates fall short."""
+    over_soft: int = 0
+    """Calls a soft limit (``enforce="warn"``) would have refused: they passed."""
 
     @property
     def cost(self) -> Decimal:

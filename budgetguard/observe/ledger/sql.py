@@ -148,7 +148,8 @@ class Dialect:
     COALESCE(SUM(cost_nanos), 0),
     {count("fitted")}, {count("unpriced")},
     COALESCE(SUM(CASE WHEN outcome <> 'denied' AND cost_nanos > estimate_nanos
-        THEN cost_nanos - estimate_nanos ELSE 0 END), 0)
+        THEN cost_nanos - estimate_nanos ELSE 0 END), 0),
+    {count("over_soft_limit")}
 FROM {self.table}
 WHERE {window}
 GROUP BY k

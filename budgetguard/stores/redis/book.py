@@ -3,7 +3,9 @@
 Every process reads them with ``limits.lua`` and keeps its copy for at most
 ``limits_refresh_s`` (1 s by default, never more: ``base.LIMITS_STALE_S``); a
 re-read costs one round trip that returns only the version unless something
-changed. The process that writes a limit drops its copy at once. A stored entry
+changed. A write drops the copies of every store of the writing process (its
+sync and async stores alike, a read in flight included): it sees its own write
+at once. A stored entry
 that does not parse (written by hand, by a newer version) is logged once and
 skipped: it never blocks the others.
 
@@ -17,6 +19,7 @@ never leaves a ``:`` in one)::
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import time
@@ -36,6 +39,16 @@ from .script import ScriptCall
 __all__ = ["LimitBookPlans"]
 
 log = logging.getLogger("budgetguard.stores.redis")
+
+
+_write_seq = itertools.count(1)
+_last_write: dict[str, int] = {}
+"""Per key prefix, the sequence number of this process's last write of a limit or plan:
+a store's copy read before it is stale, whichever store object wrote."""
+
+
+def _note_write(prefix: str) -> None:
+    _last_write[prefix] = next(_write_seq)  # next() of a count is atomic under the GIL
 
 
 def _text(value: Any) -> str:
@@ -69,6 +82,8 @@ class LimitBookPlans:
         self.limits_refresh_s = refresh_s
         self._book = EMPTY_BOOK
         self._book_read_at = float("-inf")
+        self._book_seq = 0
+        """The last write of this process the copy includes (``_last_write``)."""
         self._skipped = set()
 
     def _book_keys(self) -> tuple[str, str, str]:
@@ -76,8 +91,12 @@ class LimitBookPlans:
         return (f"{at}:defs", f"{at}:plans", f"{at}:version")
 
     def cached_book(self) -> LimitBook | None:
-        """The book, when it was read recently enough to use without asking Redis."""
-        if time.monotonic() - self._book_read_at < self.limits_refresh_s:
+        """The book, when it was read recently enough to use without asking Redis and
+        after this process's last write."""
+        if (
+            time.monotonic() - self._book_read_at < self.limits_refresh_s
+            and _last_write.get(self.prefix, 0) <= self._book_seq
+        ):
             return self._book
         return None
 
@@ -95,7 +114,8 @@ class LimitBookPlans:
     def book_plan(self) -> Generator[ScriptCall, Any, LimitBook]:
         """The stored limits, re-read when the copy is older than ``limits_refresh_s``."""
         started = time.monotonic()
-        if started - self._book_read_at < self.limits_refresh_s:
+        seq = _last_write.get(self.prefix, 0)  # before the read: a write during it is newer
+        if started - self._book_read_at < self.limits_refresh_s and seq <= self._book_seq:
             return self._book
         book = self._book
         reply = yield ScriptCall("limits", self._book_keys(), ("read", book.version))
@@ -104,6 +124,7 @@ class LimitBookPlans:
             book = self._parse(version, reply[1], reply[2])
             self._book = book
         self._book_read_at = started  # as old as the moment the read began
+        self._book_seq = seq
         return book
 
     def _parse(self, version: str, limits: Sequence[Any], plans: Sequence[Any]) -> LimitBook:
@@ -131,11 +152,11 @@ class LimitBookPlans:
         ident = (limit.scope, limit.key or "", limit.resolved_window)
         data = json.dumps(limit.model_dump(mode="json", exclude_defaults=True))
         yield ScriptCall("limits", self._book_keys(), ("put", limit_field(ident), data))
-        self._book_read_at = float("-inf")
+        _note_write(self.prefix)
 
     def drop_limit_plan(self, ident: LimitId) -> Generator[ScriptCall, Any, bool]:
         reply = yield ScriptCall("limits", self._book_keys(), ("drop", limit_field(ident)))
-        self._book_read_at = float("-inf")
+        _note_write(self.prefix)
         return bool(int(reply[0]))
 
     def put_plan_plan(
@@ -143,4 +164,4 @@ class LimitBookPlans:
     ) -> Generator[ScriptCall, Any, None]:
         args = ("plan", plan_field(subject), plan or "")
         yield ScriptCall("limits", self._book_keys(), args)
-        self._book_read_at = float("-inf")
+        _note_write(self.prefix)
