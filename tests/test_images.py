@@ -10,7 +10,7 @@ import zlib
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from budgetguard.pricing.images import (
@@ -387,6 +387,7 @@ sizes = st.tuples(st.integers(1, 8000), st.integers(1, 8000))
 
 @settings(max_examples=300, deadline=None)
 @given(sizes)
+@example((3993, 7992))  # rounded up first, 6 tiles; rounded down, 8 (found by hypothesis)
 def test_never_under_the_reference_formulas(size: tuple[int, int]) -> None:
     data = png(*size, pixels=False)
     assert tokens("gpt-4o", data) >= reference_tiles(*size, 85, 170)

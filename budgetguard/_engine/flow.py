@@ -97,6 +97,8 @@ class AdmissionState:
             self.amount = self.fixed_cost
         self.counters, caps = _plan(settings.policy, self.frames, self.who, self.model, self.book)
         self.reservation_id = new_id()
+        if not caps:
+            return None
         soft: list[Cap] = []
         for cap in caps:
             requested = self.amount if cap.unit == "usd" else self.tokens
@@ -166,8 +168,10 @@ class AdmissionState:
 
     def admission(self, reservation: Reservation | None) -> Admission:
         settings = self.settings
+        over_soft: tuple[Counter, ...] = ()
         if reservation is not None:
             upkeep.track(reservation, settings.policy.lease_s, settings.store, settings.async_store)
+            over_soft = reservation.over_soft
         return Admission(
             requested_model=self.request.model if self.request else self.model,
             model=self.model,
@@ -183,7 +187,7 @@ class AdmissionState:
             output_cap=self.output_cap,
             fitted=self.fitted is not None,
             tokens=self.tokens,
-            over_soft=self._over_soft(reservation),
+            over_soft=self._over_soft(reservation) if self.soft_caps else over_soft,
         )
 
     def _over_soft(self, reservation: Reservation | None) -> tuple[Counter, ...]:

@@ -240,14 +240,30 @@ def _tile_tokens(rule: _Tiles, size: tuple[int, int] | None, detail: str) -> int
         return rule.base
     if size is None:
         return rule.base + 8 * rule.tile  # 768 x 2048 after fitting: 2 x 4 tiles
+    # The docs do not say how a server rounds each resize, and rounding the first one up
+    # can leave fewer tiles after the second (3993 x 7992: 1024 x 2048 -> 768 x 1536, 6
+    # tiles; rounded down, 1023 x 2048 -> 768 x 1537, 8): hold the most of every rounding.
+    return rule.base + rule.tile * max(
+        _tiles(size, first, second) for first in _ROUNDINGS for second in _ROUNDINGS
+    )
+
+
+_ROUNDINGS: tuple[Callable[[float], int], ...] = (math.floor, math.ceil)
+
+
+def _tiles(
+    size: tuple[int, int], first: Callable[[float], int], second: Callable[[float], int]
+) -> int:
+    """512 px tiles after fitting in 2048 x 2048 and the shortest side to 768, each resize
+    rounded by ``first`` / ``second``."""
     width, height = size
     if max(width, height) > 2048:
         scale = 2048 / max(width, height)
-        width, height = math.ceil(width * scale), math.ceil(height * scale)
+        width, height = max(1, first(width * scale)), max(1, first(height * scale))
     if min(width, height) > 768:
         scale = 768 / min(width, height)
-        width, height = math.ceil(width * scale), math.ceil(height * scale)
-    return rule.base + rule.tile * math.ceil(width / 512) * math.ceil(height / 512)
+        width, height = max(1, second(width * scale)), max(1, second(height * scale))
+    return math.ceil(width / 512) * math.ceil(height / 512)
 
 
 def _patch_count(width: int, height: int, limit: _Limit) -> int:

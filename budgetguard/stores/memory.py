@@ -37,9 +37,15 @@ class _Bucket:
 @dataclass(slots=True)
 class _Hold:
     buckets: tuple[tuple[str, int], ...]
-    amounts: tuple[int, ...]
-    """What it holds on each bucket (nano-USD, tokens or 1 request, by counter unit)."""
+    amount: int
     expires_at: float
+    amounts: tuple[int, ...] | None = None
+    """What it holds on each bucket (nano-USD, tokens or 1 request, by counter unit);
+    None when every bucket counts dollars and holds ``amount`` (the common case, kept
+    fast)."""
+
+    def held(self) -> tuple[int, ...]:
+        return self.amounts if self.amounts is not None else (self.amount,) * len(self.buckets)
 
 
 @dataclass(slots=True)
@@ -132,7 +138,8 @@ class MemoryStore:
             pinned, keys, found, amounts, over_soft = checked
             buckets = self._buckets
             span = self._spans.span
-            for (counter, _), key, seen, held in zip(pinned, keys, found, amounts, strict=True):
+            shares = amounts if amounts is not None else (amount,) * len(keys)
+            for (counter, _), key, seen, held in zip(pinned, keys, found, shares, strict=True):
                 # Looked up again when it was missing: a key listed twice holds twice.
                 bucket = seen if seen is not None else buckets.get(key)
                 if bucket is None:
@@ -143,7 +150,9 @@ class MemoryStore:
                 else:
                     bucket.held += held
             expires_at = now + lease_s
-            self._holds[reservation_id] = _Hold(tuple(keys), tuple(amounts), expires_at)
+            self._holds[reservation_id] = _Hold(
+                tuple(keys), amount, expires_at, None if amounts is None else tuple(amounts)
+            )
             heapq.heappush(self._leases, (expires_at, reservation_id))
             return Reservation(
                 reservation_id,
@@ -162,27 +171,32 @@ class MemoryStore:
             list[tuple[Counter, int]],
             list[tuple[str, int]],
             list[_Bucket | None],
-            list[int],
+            list[int] | None,
             list[Counter],
         ]
     ):
         """The first hard counter that cannot take its share (one that never could, even
         with nothing held, before one refused only by holds in flight), else each
-        counter's bucket, its share, and the soft counters the call takes past their
-        limit."""
+        counter's bucket, its share (None: all dollars, all ``amount``), and the soft
+        counters the call takes past their limit."""
         buckets = self._buckets
         span = self._spans.span
         pinned: list[tuple[Counter, int]] = []
         keys: list[tuple[str, int]] = []
         found: list[_Bucket | None] = []
         amounts: list[int] = []
+        dollars_only = True
         over_soft: list[Counter] = []
         contended: Denial | None = None
         for counter in counters:
             start, end = span(counter.window, now, counter.tz)
             key = (counter.key, start)
             bucket = buckets.get(key)
-            held = amount if counter.unit == "usd" else share(counter, amount, tokens)
+            if counter.unit == "usd":
+                held = amount
+            else:
+                held = share(counter, amount, tokens)
+                dollars_only = False
             if bucket is None:
                 spent = holding = 0
             else:
@@ -201,7 +215,7 @@ class MemoryStore:
             amounts.append(held)
         if contended is not None:
             return contended
-        return pinned, keys, found, amounts, over_soft
+        return pinned, keys, found, None if dollars_only else amounts, over_soft
 
     def settle(self, reservation: Reservation, actual: int, tokens: int | None = None) -> bool:
         """Charge ``actual`` nano-USD (and ``tokens``; None: the tokens held)."""
@@ -216,19 +230,7 @@ class MemoryStore:
             if hold is not None:
                 if self._wakeups:
                     self._freed.extend(key for key, _ in hold.buckets)
-                buckets = self._buckets
-                for key, held, (counter, _) in zip(
-                    hold.buckets, hold.amounts, reservation.buckets, strict=True
-                ):
-                    charge = actual if counter.unit == "usd" else share(counter, actual, used)
-                    overrun = charge - held if charge > held else 0
-                    bucket = buckets.get(key)
-                    if bucket is None:
-                        buckets[key] = _Bucket(charge, -held, overrun)
-                    else:
-                        bucket.held -= held
-                        bucket.spent += charge
-                        bucket.overrun += overrun
+                self._charge_held(hold, reservation, actual, used)
             else:
                 tomb = self._tombstones.get(reservation.id)
                 if tomb is not None and not tomb.expired:
@@ -255,6 +257,34 @@ class MemoryStore:
         self._wake()
         return True
 
+    def _charge_held(self, hold: _Hold, reservation: Reservation, actual: int, used: int) -> None:
+        """Replace a live hold by the charge on each of its buckets (lock held)."""
+        buckets = self._buckets
+        if hold.amounts is None:  # dollars only: every bucket held the amount
+            held = hold.amount
+            overrun = actual - held if actual > held else 0
+            for key in hold.buckets:
+                bucket = buckets.get(key)
+                if bucket is None:
+                    buckets[key] = _Bucket(actual, -held, overrun)
+                else:
+                    bucket.held -= held
+                    bucket.spent += actual
+                    bucket.overrun += overrun
+        else:
+            for key, held, (counter, _) in zip(
+                hold.buckets, hold.amounts, reservation.buckets, strict=True
+            ):
+                charge = share(counter, actual, used)
+                overrun = charge - held if charge > held else 0
+                bucket = buckets.get(key)
+                if bucket is None:
+                    buckets[key] = _Bucket(charge, -held, overrun)
+                else:
+                    bucket.held -= held
+                    bucket.spent += charge
+                    bucket.overrun += overrun
+
     def release(self, reservation: Reservation) -> bool:
         with self._lock:
             now = self.clock()
@@ -264,7 +294,7 @@ class MemoryStore:
                 return False
             if self._wakeups:
                 self._freed.extend(key for key, _ in hold.buckets)
-            for key, held in zip(hold.buckets, hold.amounts, strict=True):
+            for key, held in zip(hold.buckets, hold.held(), strict=True):
                 self._buckets[key].held -= held
             self._bury(reservation.id, now, expired=False)
         self._wake()
@@ -394,7 +424,7 @@ class MemoryStore:
             del self._holds[reservation_id]
             if self._wakeups:
                 self._freed.extend(key for key, _ in hold.buckets)
-            for key, held in zip(hold.buckets, hold.amounts, strict=True):
+            for key, held in zip(hold.buckets, hold.held(), strict=True):
                 self._buckets[key].held -= held
             self._bury(reservation_id, now, expired=True)
         for _ in range(_SWEEP_PER_CALL):

@@ -32,7 +32,7 @@ from decimal import Decimal
 from types import TracebackType
 from typing import Any
 
-from ..._core.counters import Counter
+from ..._core.counters import Counter, CounterStatus
 from ..._core.errors import ConfigurationError
 from ..._core.money import format_usd, nanos_to_usd, usd_to_nanos
 from ..._core.policy import Policy, Threshold
@@ -330,19 +330,7 @@ class Alerts:
             counter = record.refused_by
             if counter is not None and counter.scope not in ("run", "request"):
                 counters.setdefault(counter.key, counter)
-        if runtime.store is None:
-            return []
-        alerts: list[_Once] = []
-        for counter in counters.values():
-            try:
-                status = runtime.store.status(counter)
-            except Exception as exc:
-                log.error("budgetguard: alerts could not read %s: %r", counter.key, exc)
-                continue
-            marker = f"{counter.key}:{status.window_start}:exhausted"
-            alert = exhausted_alert(status, self.clock())
-            alerts.append(_Once(alert, counter.tag, marker, status.resets_at))
-        return alerts
+        return self._per_window(runtime, counters, "exhausted", exhausted_alert)
 
     def _soft(self, runtime: _Runtime, passed: list[CallRecord]) -> list[_Once]:
         """One "over_soft_limit" alert per soft counter and window a call passed over; a
@@ -354,6 +342,16 @@ class Alerts:
                     self._dispatch(soft_cap_alert(record, counter), at_once=False)
                 else:
                     counters.setdefault(counter.key, counter)
+        return self._per_window(runtime, counters, "soft", soft_alert)
+
+    def _per_window(
+        self,
+        runtime: _Runtime,
+        counters: dict[str, Counter],
+        kind: str,
+        build: Callable[[CounterStatus, float], Alert],
+    ) -> list[_Once]:
+        """An alert per counter and window, built from the counter's status now."""
         if runtime.store is None:
             return []
         alerts: list[_Once] = []
@@ -363,9 +361,8 @@ class Alerts:
             except Exception as exc:
                 log.error("budgetguard: alerts could not read %s: %r", counter.key, exc)
                 continue
-            marker = f"{counter.key}:{status.window_start}:soft"
-            alert = soft_alert(status, self.clock())
-            alerts.append(_Once(alert, counter.tag, marker, status.resets_at))
+            marker = f"{counter.key}:{status.window_start}:{kind}"
+            alerts.append(_Once(build(status, self.clock()), counter.tag, marker, status.resets_at))
         return alerts
 
     def _spike(self, runtime: _Runtime, rule: Spike, records: list[CallRecord]) -> list[_Once]:

@@ -10,7 +10,7 @@ from urllib.parse import unquote
 from ..._core.counters import Counter, CounterStatus
 from ..._core.money import format_usd, nanos_to_usd
 from ..._core.records import CallRecord
-from .model import Alert
+from .model import Alert, AlertKind
 
 __all__ = [
     "exhausted_alert",
@@ -47,29 +47,45 @@ def _value(amount: int, unit: str) -> Decimal:
     return nanos_to_usd(amount) if unit == "usd" else Decimal(amount)
 
 
-def soft_alert(status: CounterStatus, now: float) -> Alert:
+def _counter_alert(
+    kind: AlertKind,
+    status: CounterStatus,
+    now: float,
+    says: str,
+    *,
+    amount: int,
+    fraction: Decimal | None = None,
+) -> Alert:
+    """An alert about one counter's window: ``says`` is the message after the counter's
+    name, and the reset time is added to it."""
     counter = status.counter
     resets = None if status.resets_at is None else datetime.fromtimestamp(status.resets_at, UTC)
     when = f"; resets {resets:%Y-%m-%d %H:%M} UTC" if resets else ""
-    used = status.spent + status.held
-    unit = counter.unit
     return Alert(
-        kind="over_soft_limit",
-        message=(
-            f"budgetguard: {_describe(counter)} passed its soft {counter.window} limit "
-            f"(enforce='warn'): {_show(used, unit)} of {_show(counter.limit, unit)} spent or "
-            f"held; calls go on, a hard limit would refuse them{when}"
-        ),
+        kind=kind,
+        message=f"budgetguard: {_describe(counter)} {says}{when}",
         at=datetime.fromtimestamp(now, UTC),
-        amount=_value(used, unit),
-        limit=_value(counter.limit, unit),
+        amount=_value(amount, counter.unit),
+        limit=_value(counter.limit, counter.unit),
+        unit=counter.unit,
+        fraction=fraction,
         scope=counter.scope,
         key=counter.subject,
         window=counter.window,
         resets_at=resets,
         tenant=_tenant_of(counter),
-        unit=unit,
     )
+
+
+def soft_alert(status: CounterStatus, now: float) -> Alert:
+    counter = status.counter
+    used = status.spent + status.held
+    says = (
+        f"passed its soft {counter.window} limit (enforce='warn'): "
+        f"{_show(used, counter.unit)} of {_show(counter.limit, counter.unit)} spent or held; "
+        "calls go on, a hard limit would refuse them"
+    )
+    return _counter_alert("over_soft_limit", status, now, says, amount=used)
 
 
 def soft_cap_alert(record: CallRecord, counter: Counter) -> Alert:
@@ -99,50 +115,21 @@ def threshold_alert(status: CounterStatus, fraction: Decimal, now: float) -> Ale
     counter = status.counter
     fraction = fraction.normalize()
     percent = f"{(fraction * 100).normalize():f}%"
-    resets = None if status.resets_at is None else datetime.fromtimestamp(status.resets_at, UTC)
-    when = f"; resets {resets:%Y-%m-%d %H:%M} UTC" if resets else ""
-    return Alert(
-        kind="threshold",
-        message=(
-            f"budgetguard: {_describe(counter)} reached {percent} of its {counter.window} "
-            f"budget: {_show(status.spent, counter.unit)} of "
-            f"{_show(counter.limit, counter.unit)}{when}"
-        ),
-        at=datetime.fromtimestamp(now, UTC),
-        amount=_value(status.spent, counter.unit),
-        limit=_value(counter.limit, counter.unit),
-        unit=counter.unit,
-        fraction=fraction,
-        scope=counter.scope,
-        key=counter.subject,
-        window=counter.window,
-        resets_at=resets,
-        tenant=_tenant_of(counter),
+    says = (
+        f"reached {percent} of its {counter.window} budget: "
+        f"{_show(status.spent, counter.unit)} of {_show(counter.limit, counter.unit)}"
     )
+    return _counter_alert("threshold", status, now, says, amount=status.spent, fraction=fraction)
 
 
 def exhausted_alert(status: CounterStatus, now: float) -> Alert:
     counter = status.counter
-    resets = None if status.resets_at is None else datetime.fromtimestamp(status.resets_at, UTC)
-    when = f"; resets {resets:%Y-%m-%d %H:%M} UTC" if resets else ""
     used = status.spent + status.held
-    return Alert(
-        kind="exhausted",
-        message=(
-            f"budgetguard: {_describe(counter)} is out of its {counter.window} budget: a call "
-            f"was refused with {_show(used, counter.unit)} of "
-            f"{_show(counter.limit, counter.unit)} spent or held{when}"
-        ),
-        at=datetime.fromtimestamp(now, UTC),
-        amount=_value(used, counter.unit),
-        limit=_value(counter.limit, counter.unit),
-        unit=counter.unit,
-        scope=counter.scope,
-        key=counter.subject,
-        window=counter.window,
-        resets_at=resets,
-        tenant=_tenant_of(counter),
+    says = (
+        f"is out of its {counter.window} budget: a call was refused with "
+        f"{_show(used, counter.unit)} of {_show(counter.limit, counter.unit)} spent or held"
     )
+    return _counter_alert("exhausted", status, now, says, amount=used)
 
 
 def request_alert(record: CallRecord, limit: int) -> Alert:
