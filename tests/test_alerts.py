@@ -665,3 +665,21 @@ def test_threshold_and_exhaustion_alerts_speak_the_limits_unit() -> None:
     assert "2 requests of 4 requests" in threshold.message
     [gone] = sink.kinds("exhausted")
     assert gone.unit == "requests" and "4 requests of 4 requests" in gone.message
+
+
+def test_a_soft_limit_alert_waits_for_the_spend_not_the_hold() -> None:
+    """A call is over a soft limit by its worst case; if it settles below, no alert yet
+    - and the window's one alert is still there for the spend that really passes."""
+    sink = Collect()
+    alerts = Alerts(sinks=[sink])
+    soft = Limit(scope="tenant", usd="0.05", window="day", enforce="warn")
+    _config.configure(policy=Policy(limits=[soft]), listeners=[alerts])
+    with spend_limit(tenant="acme", user="u-1", feature="f"):
+        admit_cost(6 * CENT).settle_nanos(CENT)  # held $0.06 > $0.05, spent $0.01
+    alerts.flush()
+    assert not sink.kinds("over_soft_limit")
+    for _ in range(5):  # $0.01 each: the spend passes $0.05 at the 5th
+        call(CENT)
+        alerts.flush()
+    [passed] = sink.kinds("over_soft_limit")
+    assert passed.amount == Decimal("0.06") and passed.limit == Decimal("0.05")

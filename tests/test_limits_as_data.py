@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 
 import budgetguard as bg
+from budgetguard._core.limitbook import EMPTY_BOOK
 from budgetguard._engine.flow import aadmit, admit
 from budgetguard.stores import MemoryStore, RedisStore
 from budgetguard.stores.redis import AsyncRedisStore
@@ -48,7 +49,7 @@ def plans_key(prefix: str) -> str:
 
 
 def version_key(prefix: str) -> str:
-    return f"{prefix}:{{:limits}}:version"
+    return f"{prefix}:{{:limits}}:ver"
 
 
 def drop_prefix(url: str, prefix: str) -> None:
@@ -1090,7 +1091,7 @@ async def test_a_malformed_stored_entry_is_skipped_and_logged_once(
             json.dumps({"scope": "user", "usd": "-3", "window": "day"}),
         )
         client.hset(plans_key(made.prefix), "nobody", "pro")
-        client.incr(version_key(made.prefix))
+        client.hincrby(version_key(made.prefix), "n", 1)
         caplog.set_level(logging.ERROR, logger="budgetguard")
 
         stop = await made.refused("0.06", tenant="acme")  # the good stored limit holds
@@ -1098,7 +1099,7 @@ async def test_a_malformed_stored_entry_is_skipped_and_logged_once(
         await made.spend("0.04", tenant="acme", user="u-1")  # no user limit came in
         await made.set_limit(bg.Limit(scope="tenant", key="beta", usd="0.02", window=DAY))
         await made.refused("0.03", tenant="beta")  # re-read: the new one applies too
-        client.incr(version_key(made.prefix))
+        client.hincrby(version_key(made.prefix), "n", 1)
         await made.refused("0.03", tenant="beta")
         stored = [r.limit.key for r in await made.limits() if r.source == "store"]
         assert sorted(stored) == ["acme", "beta"]  # type: ignore[type-var]
@@ -1178,3 +1179,151 @@ async def test_status_reads_every_kind_of_limit(env: Env) -> None:
     outside = await env.status("tenant", "zeta", window=DAY)
     assert (outside.limit, outside.remaining, outside.spent) == (None, None, Decimal("0.10"))
     assert outside.source == "none"
+
+
+# -- found by review: what a soft or unkeyed limit may never do ---------------------------
+async def test_a_soft_limit_beside_a_hard_one_warns_and_never_loosens_it(env: Env) -> None:
+    """Shadow-running a tighter limit for a key (enforce="warn") keeps the code's hard
+    limit in force: both are checked on the one counter (its ``warn_at``)."""
+    records: list[bg.CallRecord] = []
+    env.configure(bg.Policy(limits=[bg.Limit(scope="tenant", usd=1, window=DAY)]))
+    bg.configure(listeners=[records.append])
+    await env.set_limit(
+        bg.Limit(scope="tenant", key="acme", usd="0.50", window=DAY, enforce="warn")
+    )
+    await env.spend("0.40", tenant="acme")
+    await env.spend("0.40", tenant="acme")  # past the soft $0.50: passes, recorded
+    stop = await env.refused("0.40", tenant="acme")  # the hard $1 still refuses
+    assert (stop.limit, stop.spent) == (1, Decimal("0.80"))
+    assert [r.outcome for r in records[:2]] == ["ok", "over_soft_limit"]
+    assert records[1].error == "over soft limit: tenant acme day $0.50"
+    state = await env.status("tenant", "acme")
+    assert (state.limit, state.enforce, state.source) == (1, "refuse", "code")
+
+
+async def test_a_stored_limit_for_every_key_never_loosens_a_keyed_code_limit(env: Env) -> None:
+    """The code's limit for one key stays in force beside a stored limit for every key
+    (the tightest of the two); the stored one replaces the code's for every key."""
+    code = [
+        bg.Limit(scope="feature", key="summarize", usd="0.02", window=DAY),
+        bg.Limit(scope="feature", usd="0.05", window=DAY),
+    ]
+    env.configure(bg.Policy(limits=code))
+    await env.set_limit(bg.Limit(scope="feature", usd="0.10", window=DAY))
+    await env.spend("0.02", feature="summarize")
+    assert (await env.refused("0.01", feature="summarize")).limit == Decimal("0.02")
+    await env.spend("0.08", feature="chat")  # the stored $0.10 replaced the code's $0.05
+    assert (await env.refused("0.03", feature="chat")).limit == Decimal("0.10")
+
+
+def test_a_store_written_before_token_limits_is_refused_those_and_keeps_dollars() -> None:
+    """A custom store with the older reserve signature (no tokens=, no units): dollar
+    limits work as before; a request, token or soft limit is a clear error, never
+    dollars held on a request counter or a refusal instead of a warning."""
+
+    class OlderStore(MemoryStore):
+        supports_units = False
+
+        def reserve(  # type: ignore[override]
+            self, reservation_id: str, counters: Any, amount: int, lease_s: float
+        ) -> Any:
+            return super().reserve(reservation_id, counters, amount, lease_s)
+
+        def settle(self, reservation: Any, actual: int) -> bool:  # type: ignore[override]
+            return super().settle(reservation, actual)
+
+    store = OlderStore()
+    dollars = bg.Limit(scope="tenant", usd="0.05", window=DAY)
+    bg.configure(store=store, policy=bg.Policy(limits=[dollars]))
+    with bg.spend_limit(tenant="acme"):
+        bg.admit_cost(usd("0.03")).settle_nanos(usd("0.03"))
+        with pytest.raises(bg.BudgetExceeded):
+            bg.admit_cost(usd("0.03"))
+    for extra in (
+        bg.Limit(scope="tenant", requests=10, window=DAY),
+        bg.Limit(scope="user", tokens=1_000, window=DAY),
+        bg.Limit(scope="feature", usd=1, window=DAY, enforce="warn"),
+    ):
+        bg.configure(policy=bg.Policy(limits=[dollars, extra]))
+        with (
+            bg.spend_limit(tenant="beta", user="u-1", feature="chat"),
+            pytest.raises(bg.ConfigurationError, match=r"^store: OlderStore predates token"),
+        ):
+            bg.admit_cost(usd("0.01"))
+
+
+async def test_a_usage_of_more_tokens_than_a_store_counts_is_charged_as_held(
+    env: Env, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A malformed usage (2**53 tokens) neither corrupts the token counter nor leaves the
+    settle unapplied: the tokens held are charged, the dollars priced, once, logged."""
+    env.configure(bg.Policy(limits=[bg.Limit(scope="user", tokens=100_000, window=DAY)]))
+    model = f"house-{uuid.uuid4().hex[:6]}"  # its own: the warning is once per model
+    bg.configure(prices={model: {"input": 0, "output": 0}})  # $0: only the tokens count
+    request = bg.LLMRequest(model=model, messages=MESSAGES, max_tokens=100)
+    caplog.set_level(logging.WARNING, logger="budgetguard")
+    with bg.spend_limit(user="u-1"):
+        admission = await env.admit(request)
+        usage = bg.Usage(input_tokens=2**53, output_tokens=5)
+        if env.use_async:
+            await admission.asettle(usage)
+        else:
+            admission.settle(usage)
+    state = await env.status("user", "u-1", tenant=None, unit="tokens")
+    assert (state.spent, state.held) == (admission.tokens, 0)
+    assert any("more than a store counts" in r.getMessage() for r in caplog.records)
+
+
+async def test_an_after_the_fact_charge_counts_on_stored_limits(env: Env) -> None:
+    """A decorated function that reserved nothing but returned a provider response is
+    charged to the store's limits too, even before this process ever read them."""
+    env.configure(bg.Policy())
+    await env.set_limit(bg.Limit(scope="feature", key="chat", requests=5, window=DAY))
+    if env.kind == "redis":  # as in a process that never read the stored limits
+        for store in (env.store, env.astore):
+            store._book, store._book_read_at = EMPTY_BOOK, float("-inf")
+    response = {
+        "object": "chat.completion",
+        "model": "gpt-4o-mini",
+        "choices": [],
+        "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+    }
+
+    @bg.budget(feature="chat")
+    def unguarded() -> dict[str, Any]:
+        return response
+
+    @bg.budget(feature="chat")
+    async def aunguarded() -> dict[str, Any]:
+        return response
+
+    for _ in range(3):
+        if env.use_async:
+            await aunguarded()
+        else:
+            unguarded()
+    state = await env.status("feature", "chat", unit="requests")
+    assert (state.spent, state.held) == (3, 0)
+
+
+def test_a_lost_version_key_never_hides_a_new_write(redis_url: str) -> None:
+    """The version survives being lost and counted up again to a number a reader knows
+    (a failover, a deleted key): its epoch differs, so the reader re-reads."""
+    import redis
+
+    prefix = f"lad-{uuid.uuid4().hex[:10]}"
+    reader = RedisStore(redis_url, prefix=prefix, limits_refresh_s=0)
+    writer = RedisStore(redis_url, prefix=prefix)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        writer.put_limit(bg.Limit(scope="tenant", key="acme", usd=1000, window=DAY))
+        assert [lim.usd for lim in reader.limit_book().limits] == [1000]
+        client.delete(version_key(prefix))  # lost
+        time.sleep(0.002)  # the epoch is the moment the version is made again
+        writer.put_limit(bg.Limit(scope="tenant", key="acme", usd=1, window=DAY))
+        assert [lim.usd for lim in reader.limit_book().limits] == [1]
+    finally:
+        reader.close()
+        writer.close()
+        client.close()
+        drop_prefix(redis_url, prefix)

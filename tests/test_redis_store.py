@@ -605,26 +605,75 @@ def test_a_tag_broken_by_an_expired_zero_hold_is_repaired(
     assert redis_client.hget(record, "s") == b"expired"
 
 
-# -- lease records written before per-key amounts (a rolling upgrade) ------------------
-@pytest.mark.parametrize("end", ["release", "settle", "expire"])
-def test_a_lease_record_without_per_key_amounts_still_frees_its_hold(
-    store: RedisStore, redis_client: redis.Redis, end: str
+# -- a fleet half upgraded: token and request holds out of an older script's reach ----
+OLD_SWEEP = """
+local rec = redis.call('HMGET', KEYS[1], 's', 'a', 'k')
+for _, key in ipairs(cjson.decode(rec[3])) do
+  if redis.call('EXISTS', key) == 1 then
+    redis.call('HINCRBY', key, 'held', '-' .. rec[2])
+  end
+end
+return 1
+"""
+"""What the sweep of a version before token and request limits does to an expired lease
+record: ``a`` off every key of ``k``."""
+
+
+def test_an_older_versions_sweep_never_takes_dollars_off_a_request_counter(
+    store: RedisStore, redis_client: redis.Redis
 ) -> None:
-    """Records written by a version without token limits hold ``a`` on every key and
-    have no ``m``: release, settle and the lease sweep must free exactly ``a``."""
-    first, second = counter("old-1"), counter("old-2")
-    reservation = granted(store, (first, second), 300, lease=60)
-    record = store.lease_key("t", reservation.id)
-    assert redis_client.hdel(record, "m") == 1  # as the older version wrote it
-    if end == "release":
-        assert store.release(reservation)
-    elif end == "settle":
-        assert store.settle(reservation, 120)
-    else:
-        redis_client.zadd(store.index_key("t"), {reservation.id: 1})  # its lease ran out
-        granted(store, (counter("other"),), 1)  # any script of the tag sweeps it
-    spent = 120 if end == "settle" else 0
-    assert [(store.status(c).spent, store.status(c).held) for c in (first, second)] == [
-        (spent, 0),
-        (spent, 0),
-    ]
+    """A new-version hold on dollars, requests and tokens, swept by an old process: the
+    dollars are freed, the request and token holds stay (until their window ends: a
+    brief false denial), never go negative - which once let every call through."""
+    dollars = counter("mixed-usd")
+    calls = Counter(
+        key="mixed-req", limit=1, window="day", scope="tenant", tag="t", unit="requests"
+    )
+    tokens = Counter(
+        key="mixed-tok", limit=900, window="day", scope="tenant", tag="t", unit="tokens"
+    )
+    held = store.reserve(rid(), (dollars, calls, tokens), 500, 60, tokens=800)
+    assert isinstance(held, Reservation)
+    record = store.lease_key("t", held.id)
+    redis_client.register_script(OLD_SWEEP)(keys=[record])
+    assert [store.status(c).held for c in (dollars, calls, tokens)] == [0, 1, 800]
+    refused = store.reserve(rid(), (calls,), 1, 60)
+    assert isinstance(refused, Denial)  # fail-safe: not admitted past requests=1
+
+
+def test_a_record_without_token_or_request_keys_frees_its_dollars_on_every_path(
+    store: RedisStore, redis_client: redis.Redis
+) -> None:
+    """Dollar-only records keep the older layout (``a`` on every key of ``k``, no ``x``):
+    what an older version wrote is freed by release, settle and the sweep alike."""
+    for end in ("release", "settle", "expire"):
+        first, second = counter(f"old-1-{end}"), counter(f"old-2-{end}")
+        reservation = granted(store, (first, second), 300, lease=60)
+        fields = redis_client.hkeys(store.lease_key("t", reservation.id))
+        assert sorted(fields) == [b"a", b"e", b"k", b"s"]
+        if end == "release":
+            assert store.release(reservation)
+        elif end == "settle":
+            assert store.settle(reservation, 120)
+        else:
+            redis_client.zadd(store.index_key("t"), {reservation.id: 1})  # its lease ran out
+            granted(store, (counter(f"other-{end}"),), 1)  # any script of the tag sweeps it
+        spent = 120 if end == "settle" else 0
+        assert [(store.status(c).spent, store.status(c).held) for c in (first, second)] == [
+            (spent, 0),
+            (spent, 0),
+        ]
+
+
+def test_fail_open_bounds_hard_limits_only() -> None:
+    """While Redis is down each process may spend a share of a hard limit; a soft limit
+    refuses nothing, so it is not bounded (bounding it only raised false warnings)."""
+    from budgetguard.stores.redis.fail_open import FailOpen
+
+    local = FailOpen(0.1)
+    soft = Counter(key="s", limit=10_000, window="day", scope="tenant", tag="t", soft=True)
+    hard = counter("h", limit=10_000)
+    passed = local.reserve(rid(), (soft,), 2_000, 60)
+    assert isinstance(passed, LocalReservation) and passed.over_soft == ()
+    refused = local.reserve(rid(), (hard,), 2_000, 60)  # above 10% of the hard limit
+    assert isinstance(refused, Denial) and refused.counter.limit == 1_000

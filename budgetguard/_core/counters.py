@@ -11,7 +11,15 @@ from dataclasses import dataclass
 
 from .windows import Window
 
-__all__ = ["Counter", "CounterStatus", "Denial", "Reservation", "ReserveOutcome", "share"]
+__all__ = [
+    "Counter",
+    "CounterStatus",
+    "Denial",
+    "Reservation",
+    "ReserveOutcome",
+    "share",
+    "soft_limit",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,8 +44,17 @@ class Counter:
     """What it counts: ``"usd"`` (nano-USD), ``"tokens"`` or ``"requests"``."""
     soft: bool = False
     """A soft limit (``enforce="warn"``): it counts and reports, but never refuses."""
+    warn_at: int | None = None
+    """A soft limit checked beside this counter's hard one (a shadow run of a tighter
+    limit): a call that takes the counter past it passes, and says so."""
     source: str = "code"
     """Where its limit comes from: ``"code"``, ``"store"`` or ``"plan:<name>"``."""
+
+
+def soft_limit(counter: Counter) -> int | None:
+    """The limit a call may pass with a warning: a soft counter's own, or the soft limit
+    beside a hard one."""
+    return counter.limit if counter.soft else counter.warn_at
 
 
 def share(counter: Counter, nanos: int, tokens: int) -> int:

@@ -54,18 +54,18 @@ def usd_to_nanos(value: UsdLike, *, field: str = "usd") -> int:
     return int((to_decimal(value, field=field) * NANOS_PER_USD).to_integral_value(ROUND_CEILING))
 
 
-def check_nanos(value: object, *, field: str) -> int:
+def check_nanos(value: object, *, field: str, unit: str = "nano-USD") -> int:
     """``value`` as an amount a store can hold: an int in [0, MAX_NANOS], else a
-    ConfigurationError naming ``field``."""
+    ConfigurationError naming ``field`` (``unit``: what it counts, for the message)."""
     if type(value) is int and 0 <= value <= MAX_NANOS:  # the common case, checked fast
         return value
     if not isinstance(value, int) or isinstance(value, bool):
-        raise ConfigurationError(f"{field}: expected an int of nano-USD, got {value!r}")
+        raise ConfigurationError(f"{field}: expected an int of {unit}, got {value!r}")
     if value < 0:
-        raise ConfigurationError(f"{field}: must be >= 0 nano-USD, got {value}")
+        raise ConfigurationError(f"{field}: must be >= 0 {unit}, got {value}")
+    largest = f", about ${MAX_NANOS // NANOS_PER_USD:,}" if unit == "nano-USD" else ""
     raise ConfigurationError(
-        f"{field}: {value} nano-USD is above the largest amount a store holds "
-        f"({MAX_NANOS}, about ${MAX_NANOS // NANOS_PER_USD:,})"
+        f"{field}: {value} {unit} is above the largest amount a store holds ({MAX_NANOS}{largest})"
     )
 
 

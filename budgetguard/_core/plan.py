@@ -14,12 +14,12 @@ add their own limits on top: an inner block never spends past any of them.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from urllib.parse import quote
 
 from .attribution import Attribution, Frame
-from .counters import Counter
+from .counters import Counter, soft_limit
 from .limitbook import EMPTY_BOOK, LimitBook
 from .policy import Limit, OnExceed, Policy, Unit
 
@@ -68,57 +68,70 @@ def _subject(scope: str, who: Attribution, model: str | None) -> str | None:
 _SUBJECT_SCOPES = ("global", "tenant", "user", "feature", "model")
 
 
+Entry = tuple[Limit, Unit, str]
+"""A limit, the unit it applies in, and where it comes from (``"code"``, ``"store"``,
+``"plan:<name>"``)."""
+
+
 def sources(
     policy: Policy, book: LimitBook, scope: str, subject: str | None, who: Attribution
-) -> Iterator[tuple[str, tuple[Limit, ...]]]:
+) -> Iterator[tuple[Entry, ...]]:
     """The layers of limits that may apply to ``scope``'s ``subject``, most specific
-    first: (source, limits)."""
+    first: a stored limit for this key, the user's plan, the tenant's plan, then the
+    rest as one layer (the code's limits for this key, and the store's limit for every
+    key where there is one, else the code's for every key)."""
     if subject is not None and scope != "global":
         keyed = book.keyed.get((scope, subject))
         if keyed:
-            yield "store", keyed
+            yield _entries(keyed, "store")
     if book.plans and scope in ("tenant", "user", "request"):
         if scope != "tenant" and who.user is not None:
             plan = book.plans.get(("user", who.user))
             if plan is not None and plan in policy.plans:
-                yield f"plan:{plan}", _of_scope(policy.plans[plan], scope)
+                yield _entries(policy.plans[plan], f"plan:{plan}", scope)
         if who.tenant is not None:
             plan = book.plans.get(("tenant", who.tenant))
             if plan is not None and plan in policy.plans:
-                yield f"plan:{plan}", _of_scope(policy.plans[plan], scope)
-    unkeyed = book.unkeyed.get(scope)
-    if unkeyed:
-        yield "store", unkeyed
-    yield (
-        "code",
-        tuple(
-            limit
-            for limit in policy.limits
-            if limit.scope == scope and (limit.key is None or limit.key == subject)
-        ),
+                yield _entries(policy.plans[plan], f"plan:{plan}", scope)
+    stored = _entries(book.unkeyed.get(scope, ()), "store")
+    replaced = {(limit.resolved_window, unit) for limit, unit, _ in stored}
+    yield stored + tuple(
+        (limit, unit, "code")
+        for limit in policy.limits
+        if limit.scope == scope and (limit.key is None or limit.key == subject)
+        for unit in limit.units
+        if limit.key is not None or (limit.resolved_window, unit) not in replaced
     )
 
 
-def _of_scope(limits: tuple[Limit, ...], scope: str) -> tuple[Limit, ...]:
-    return tuple(limit for limit in limits if limit.scope == scope)
+def _entries(limits: tuple[Limit, ...], source: str, scope: str | None = None) -> tuple[Entry, ...]:
+    return tuple(
+        (limit, unit, source)
+        for limit in limits
+        if scope is None or limit.scope == scope
+        for unit in limit.units
+    )
 
 
 def _resolved(
     policy: Policy, book: LimitBook, scope: str, subject: str | None, who: Attribution
-) -> Iterator[tuple[Limit, Unit, str]]:
-    """(limit, unit, source) in force for ``subject``: per window and unit, the first
-    layer that sets one wins."""
-    decided: set[tuple[str, str]] = set()
-    for source, limits in sources(policy, book, scope, subject, who):
-        mine: set[tuple[str, str]] = set()
-        for limit in limits:
-            for unit in limit.units:
-                slot = (limit.resolved_window, unit)
-                if slot in decided:
-                    continue
-                mine.add(slot)
-                yield limit, unit, source
-        decided |= mine
+) -> Iterator[tuple[Limit, Unit, str, bool]]:
+    """(limit, unit, source, soft) in force for ``subject``. Per window and unit, the
+    first layer with a hard limit sets the hard one (the tightest, within the layer),
+    and the first with a soft one the soft one - unless a hard limit above replaced
+    it: a soft limit (a shadow run) never replaces a hard one, both are then checked
+    on the same counter."""
+    shadow = policy.enforce == "warn"
+    hard: dict[tuple[str, str], int] = {}
+    soft: dict[tuple[str, str], int] = {}
+    for layer, entries in enumerate(sources(policy, book, scope, subject, who)):
+        for limit, unit, source in entries:
+            slot = (limit.resolved_window, unit)
+            warn = shadow or limit.soft
+            if hard.get(slot, layer) < layer or (warn and soft.get(slot, layer) < layer):
+                continue
+            (soft if warn else hard).setdefault(slot, layer)
+            yield limit, unit, source, warn
 
 
 def _make_counter(
@@ -191,9 +204,9 @@ def plan_counters(
         subject = _subject(scope, who, model)
         if subject is None:
             continue
-        for limit, unit, source in _resolved(policy, book, scope, subject, who):
+        for limit, unit, source, soft in _resolved(policy, book, scope, subject, who):
             counter = _cached_counter(
-                limit, unit, subject, tenant=tenant, tz=tz, soft=shadow or limit.soft, source=source
+                limit, unit, subject, tenant=tenant, tz=tz, soft=soft, source=source
             )
             _keep(chosen, counter)
     for limit in policy.limits:
@@ -243,13 +256,20 @@ def _run_counters(
 
 
 def _keep(chosen: dict[str, Counter], counter: Counter) -> None:
+    """One counter per key: the tightest hard limit, and beside it the tightest soft
+    one (``warn_at``) - a shadow limit is reported, never a reason to refuse."""
     current = chosen.get(counter.key)
-    if (
-        current is None
-        or (current.soft and not counter.soft)
-        or (current.soft == counter.soft and counter.limit < current.limit)
-    ):
-        chosen[counter.key] = counter
+    chosen[counter.key] = counter if current is None else _merged(current, counter)
+
+
+def _merged(a: Counter, b: Counter) -> Counter:
+    if a.soft and b.soft:
+        return a if a.limit <= b.limit else b
+    base = b if a.soft or (not b.soft and b.limit < a.limit) else a
+    other = a if base is b else b
+    warns = [w for w in (soft_limit(other), base.warn_at) if w is not None]
+    warn = min(warns) if warns else None
+    return base if warn == base.warn_at else replace(base, warn_at=warn)
 
 
 _NOBODY = Attribution()
@@ -261,12 +281,11 @@ def plan_caps(
     who: Attribution = _NOBODY,
     book: LimitBook = EMPTY_BOOK,
 ) -> tuple[Cap, ...]:
-    """The per-request caps in force, one per unit (a hard one before a soft one,
-    then the tightest)."""
-    caps: dict[Unit, Cap] = {}
-    shadow = policy.enforce == "warn"
-    for limit, unit, source in _resolved(policy, book, "request", None, who):
-        _keep_cap(caps, limit, unit, shadow or limit.soft, source)
+    """The per-request caps in force: per unit, the tightest hard one and the tightest
+    soft one."""
+    caps: dict[tuple[Unit, bool], Cap] = {}
+    for limit, unit, source, soft in _resolved(policy, book, "request", None, who):
+        _keep_cap(caps, limit, unit, soft, source)
     for frame in frames:
         for limit in frame.limits:
             if limit.scope == "request":
@@ -275,16 +294,14 @@ def plan_caps(
     return tuple(caps.values())
 
 
-def _keep_cap(caps: dict[Unit, Cap], limit: Limit, unit: Unit, soft: bool, source: str) -> None:
+def _keep_cap(
+    caps: dict[tuple[Unit, bool], Cap], limit: Limit, unit: Unit, soft: bool, source: str
+) -> None:
     amount = limit.amount(unit)
     assert amount is not None
-    current = caps.get(unit)
-    if (
-        current is None
-        or (current.soft and not soft)
-        or (current.soft == soft and amount < current.amount)
-    ):
-        caps[unit] = Cap(amount, unit, soft, source)
+    current = caps.get((unit, soft))
+    if current is None or amount < current.amount:
+        caps[unit, soft] = Cap(amount, unit, soft, source)
 
 
 def on_exceed_of(policy: Policy, frames: tuple[Frame, ...]) -> OnExceed:

@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from .._core.attribution import Attribution, Frame
-from .._core.counters import Counter, Reservation
+from .._core.counters import Counter, Reservation, soft_limit
 from .._core.errors import UnknownModel, describe_error
-from .._core.money import check_nanos, format_usd, nanos_to_usd
+from .._core.money import MAX_NANOS, check_nanos, format_usd, nanos_to_usd
 from .._core.records import CallRecord, LLMRequest, Outcome
 from .._core.usage import PriceContext, Usage
 from ..pricing.rates import ModelRates
@@ -40,10 +40,30 @@ def _over(admission: Admission) -> str:
     parts = []
     for counter in admission.over_soft:
         who = "" if counter.scope in ("global", "request", "run") else f" {counter.subject}"
-        amount = format_usd(counter.limit) if counter.unit == "usd" else f"{counter.limit:,}"
+        limit = soft_limit(counter) or 0
+        amount = format_usd(limit) if counter.unit == "usd" else f"{limit:,}"
         unit = "" if counter.unit == "usd" else f" {counter.unit}"
         parts.append(f"{counter.scope}{who} {counter.window} {amount}{unit}")
     return "over soft limit: " + "; ".join(parts)
+
+
+def _tokens_used(usage: Usage | None, admission: Admission) -> int | None:
+    """The tokens to settle: the usage's; None (what was held, the conservative side)
+    when there is none, or when it is beyond what a store can count (a malformed usage:
+    charged as held, logged, never a corrupted counter or a settle lost)."""
+    if usage is None:
+        return None
+    tokens = usage.total_tokens
+    if tokens > MAX_NANOS:
+        warn_once(
+            ("tokens out of range", admission.provider, admission.model),
+            "budgetguard: a %s call reported %d tokens, more than a store counts; its "
+            "token limits are charged what was held (logged once per provider and model)",
+            admission.model,
+            tokens,
+        )
+        return None
+    return tokens
 
 
 def emit(settings: Settings, record: CallRecord) -> None:
@@ -174,9 +194,13 @@ class Admission:
         return True
 
     def _outcome(self) -> Outcome:
-        if self.over_soft:
-            return "over_soft_limit"
-        return "fitted" if self.fitted else "downgraded" if self.downgraded else "ok"
+        """A fitted or downgraded call says so first; its ``over_soft`` (and the note)
+        still say which soft limits it passed."""
+        if self.fitted:
+            return "fitted"
+        if self.downgraded:
+            return "downgraded"
+        return "over_soft_limit" if self.over_soft else "ok"
 
     def _record(self, outcome: Outcome, error: str | None = None) -> None:
         if not self.settings.listeners:
@@ -225,8 +249,7 @@ class Admission:
             return nanos_to_usd(self.cost or 0)
         if reservation is not None:
             settings = self.settings
-            # Tokens as used; unread usage keeps what was held (the conservative side).
-            tokens = usage.total_tokens if usage is not None else None
+            tokens = _tokens_used(usage, self)
             try:
                 yield Settle(reservation, nanos, tokens)
             except BaseException as error:

@@ -33,7 +33,7 @@ __all__ = [
     "aadmit_cost",
     "admission_flow",
     "admit",
-    "admit_after",
+    "admit_after_flow",
     "admit_cost",
     "admit_flow",
     "rates_for",
@@ -68,6 +68,8 @@ class AdmissionState:
     """The call's worst case in tokens (input bound + output cap x choices)."""
     soft_caps: tuple[Cap, ...] = ()
     """Soft per-request caps the call passes over."""
+    plain: bool = True
+    """Every counter is a hard dollar one (a store written before token limits takes it)."""
 
     def estimate_flow(self) -> Flow[None]:
         """Estimate the request at the current model and output cap. The prompt is
@@ -95,7 +97,9 @@ class AdmissionState:
         settings = self.settings
         if self.fixed_cost is not None:
             self.amount = self.fixed_cost
-        self.counters, caps = _plan(settings.policy, self.frames, self.who, self.model, self.book)
+        self.counters, caps, self.plain = _plan(
+            settings.policy, self.frames, self.who, self.model, self.book
+        )
         self.reservation_id = new_id()
         if not caps:
             return None
@@ -253,7 +257,7 @@ def admission_flow(state: AdmissionState) -> Flow[Admission]:
         outcome: Reservation | Denial | core.CapDenial | None = state.prepare()
         if outcome is None and state.counters:
             outcome = yield Reserve(
-                state.reservation_id, state.counters, state.amount, lease, state.tokens
+                state.reservation_id, state.counters, state.amount, lease, state.tokens, state.plain
             )
         if outcome is None or isinstance(outcome, Reservation):
             return state.admission(outcome)  # granted: nothing for the policy to decide
@@ -267,7 +271,9 @@ def admission_flow(state: AdmissionState) -> Flow[Admission]:
             raise step.error
 
 
-_Plan = tuple[Policy, bool, object, str | None, tuple[Counter, ...], tuple[Cap, ...], LimitBook]
+_Plan = tuple[
+    Policy, bool, object, str | None, tuple[Counter, ...], tuple[Cap, ...], LimitBook, bool
+]
 _last_plan: _Plan | None = None
 
 
@@ -277,8 +283,9 @@ def _plan(
     who: Attribution,
     model: str | None,
     book: LimitBook = EMPTY_BOOK,
-) -> tuple[tuple[Counter, ...], tuple[Cap, ...]]:
-    """Counters and request caps of a call, reusing the last plan when nothing it
+) -> tuple[tuple[Counter, ...], tuple[Cap, ...], bool]:
+    """Counters and request caps of a call, and whether every counter is a plain hard
+    dollar one (any store takes those), reusing the last plan when nothing it
     depends on changed: the policy, the stored limits, the model and either the
     attribution (when no frame has limits and the policy no run limit: the common
     case) or else the very same frame stack. A loop of calls asks for the same plan
@@ -299,13 +306,14 @@ def _plan(
         and last[3] == model
         and (last[2] is key or (key is not frames and last[2] == key))
     ):
-        return last[4], last[5]
+        return last[4], last[5], last[7]
     if book.plans and (last is None or last[6] is not book or last[0] is not policy):
         _check_plans(policy, book)
     counters = plan_counters(policy, frames, who, model, book)
     caps = plan_caps(policy, frames, who, book)
-    _last_plan = (policy, run_limited, key, model, counters, caps, book)
-    return counters, caps
+    plain = all(c.unit == "usd" and not c.soft and c.warn_at is None for c in counters)
+    _last_plan = (policy, run_limited, key, model, counters, caps, book, plain)
+    return counters, caps, plain
 
 
 def _check_plans(policy: Policy, book: LimitBook) -> None:
@@ -366,15 +374,18 @@ async def aadmit_cost(nanos: int, *, model: str | None = None) -> Admission:
     return await arun(admit_flow(settings, model=model, cost=nanos), settings.async_store)
 
 
-def admit_after(model: str | None = None) -> Admission:
+def admit_after_flow(model: str | None = None) -> Flow[Admission]:
     """An admission for a call that already happened unreserved (no estimate, no
     instrumented client): it holds nothing and passes no limit check, and
-    settling it charges every counter in force once - a call that no budget let
-    through is still counted, never $0."""
+    settling it charges every counter in force once (the store's limits included)
+    - a call that no budget let through is still counted, never $0."""
     settings = current()
     frames = active_frames()
     who = attribution_of(frames)
-    counters, _caps = _plan(settings.policy, frames, who, model, _book_now(settings))
+    book = _fresh_book(settings)
+    if book is None:
+        book = yield LoadLimits()
+    counters, _caps, _plain = _plan(settings.policy, frames, who, model, book)
     store = settings.store or settings.async_store
     reservation = store.pin(new_id(), counters) if counters and store is not None else None
     return Admission(
@@ -401,12 +412,3 @@ def _fresh_book(settings: Settings) -> LimitBook | None:
                 return book  # type: ignore[no-any-return]
         holds_limits = holds_limits or hasattr(store, "alimit_book") or hasattr(store, "limit_book")
     return None if holds_limits else EMPTY_BOOK
-
-
-def _book_now(settings: Settings) -> LimitBook:
-    """The stored limits for code that has no flow to yield ``LoadLimits`` from (a call
-    charged after the fact): the store's copy if it has one at hand, else none."""
-    store = settings.store if settings.store is not None else settings.async_store
-    cached = getattr(store, "last_book", None) or getattr(store, "limit_book", None)
-    book = cached() if cached is not None else None
-    return book if isinstance(book, LimitBook) else EMPTY_BOOK

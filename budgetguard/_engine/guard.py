@@ -34,7 +34,7 @@ from .admission import Admission
 from .binder import Binder, bind
 from .charges import Charge, looks_like_a_response, priced, unpriced, worst_case_of
 from .config import Settings, current
-from .flow import admit_after, admit_flow
+from .flow import admit_after_flow, admit_flow
 from .ids import new_id
 
 __all__ = ["Guard", "GuardOptions", "Run", "budget", "spend_limit"]
@@ -253,7 +253,7 @@ class Guard:
         run_ = entry.run
         admission, charge = entry.admission, None
         if admission is None and returned and not run_.calls:
-            after = self._after_the_fact(result)  # reads the frames: before the pop
+            after = yield from self._after_the_fact(result)  # reads the frames: before the pop
             if after is not None:
                 admission, charge = after
         calls = run_.calls
@@ -285,7 +285,7 @@ class Guard:
                 return priced(admission, "estimate=", found[1], found[0] or model)
         return None if calls else Charge(admission.estimate, None, None)
 
-    def _after_the_fact(self, result: object) -> tuple[Admission, Charge] | None:
+    def _after_the_fact(self, result: object) -> Flow[tuple[Admission, Charge] | None]:
         """No estimate reserved this call and no instrumented client inside paid for
         it, yet it returned a provider response: the money is spent, so charge it
         now, to every budget in force (after the fact, so without a limit check)."""
@@ -296,12 +296,12 @@ class Guard:
         except UsageError as error:
             if not looks_like_a_response(result):
                 return None  # something else with a "usage" field: not ours to charge
-            admission = admit_after(self._model or model_of(result))
+            admission = yield from admit_after_flow(self._model or model_of(result))
             return admission, worst_case_of(admission, "@budget", str(error))
         if found is None:
             return None
         model = found[0] or self._model
-        admission = admit_after(model)
+        admission = yield from admit_after_flow(model)
         return admission, priced(admission, "@budget", found[1], model)
 
     # -- context manager ---------------------------------------------------------

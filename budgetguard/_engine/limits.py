@@ -187,7 +187,8 @@ def _plan_note(limit: Limit, policy: Policy) -> str:
 
 # -- the public functions ----------------------------------------------------------
 def set_limit(limit: Limit) -> None:
-    """Store ``limit`` (replacing a stored one of the same scope, key and window) for
+    """Store ``limit`` (replacing a stored one of the same scope, key and window, whatever
+    its amounts: one stored limit may carry usd=, tokens= and requests= together) for
     every process that shares the store; it applies from their next reservation (at
     most 1 s later with Redis)."""
     settings = current()

@@ -122,6 +122,11 @@ def _counter_for(
             return dollars[0], True
         units = sorted({counter.unit for counter in matching})
         raise ConfigurationError(f"unit: {scope} has limits in {units}; pass unit=")
+    if window is None and unit is not None:
+        raise ConfigurationError(
+            f"unit: no {unit} limit in force matches scope={scope!r} key={key!r}; pass "
+            "window= to read a counter no limit of this process names"
+        )
     if window is None:
         raise ConfigurationError(
             f"scope: no limit in force matches scope={scope!r} key={key!r} (in the policy, "

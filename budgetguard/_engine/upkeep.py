@@ -73,7 +73,8 @@ class OwedSettle:
 
     def resend(self, timeout: float) -> None:
         """Send the settle again from a thread that is not the event loop's."""
-        tokens = (self.tokens,) if counts_tokens(self.reservation) else ()
+        store = self.store if self.store is not None else self.async_store
+        tokens = (self.tokens,) if counts_tokens(self.reservation, store) else ()
         if self.store is not None:
             self.store.settle(self.reservation, self.nanos, *tokens)
             return

@@ -67,7 +67,7 @@ from .._core.errors import ConfigurationError, describe_error
 from .._engine.admission import warn_once
 from .._engine.charges import priced, unpriced, worst_case_of
 from .._engine.config import Settings, current
-from .._engine.flow import admit_after, admit_flow
+from .._engine.flow import admit_after_flow, admit_flow
 from .._engine.upkeep import upkeep
 from ..providers.calls import release_unanswered
 from ..providers.routes import route_for
@@ -459,7 +459,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
             # handler's on_llm_start in async code when an inline one is attached): the
             # provider billed it, so it is charged to the budgets in force, unchecked.
             with attributed(self._frame(kwargs.get("metadata") or {}, current())):
-                admission = admit_after(found.model)
+                admission = yield from admit_after_flow(found.model)
             where = "LangChain model (start not seen)"
             if found.usage is not None:
                 charge = priced(admission, where, found.usage, found.model)

@@ -25,7 +25,11 @@ on the first, its worst-case ``tokens`` on the second and 1 on the third
 (``_core.counters.share``), and settles its cost, its tokens and 1. A soft
 counter (``Counter.soft``) is held on and charged like any other but never
 refuses: the reservation lists it in ``over_soft`` when the call takes it past
-its limit.
+its limit - as it does a hard counter taken past its ``warn_at`` (a soft limit
+beside the hard one). A store that handles units and soft counters says
+``supports_units = True``; one written before them (``reserve`` without
+``tokens=``) keeps serving dollar limits, and the others are refused before they
+reach it.
 
 A store may also hold limits (``StoredLimits``: ``bg.set_limit``, ``bg.set_plan``):
 ``limit_book`` returns them, at most ``LIMITS_STALE_S`` old, so a limit set by one

@@ -51,6 +51,8 @@ class Reserve:
     amount: int
     lease_s: float
     tokens: int = 0
+    plain: bool = True
+    """Every counter counts dollars, with no soft limit: any ``Store`` can take it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,10 +148,27 @@ _NO_ASYNC_STORE = _NoStore(
 )
 
 
-def counts_tokens(reservation: Reservation) -> bool:
-    """Whether settling ``reservation`` needs its tokens (a store written before token
-    limits takes no ``tokens=``; it is given none unless they matter)."""
-    return any(counter.unit == "tokens" for counter, _ in reservation.buckets)
+def counts_tokens(reservation: Reservation, store: object) -> bool:
+    """Whether settling ``reservation`` on ``store`` takes its tokens (a store written
+    before token limits takes no ``tokens=``; it is given none unless they matter)."""
+    return getattr(type(store), "supports_units", False) and any(
+        counter.unit == "tokens" for counter, _ in reservation.buckets
+    )
+
+
+T_Store = TypeVar("T_Store")
+
+
+def _with_units(store: T_Store) -> T_Store:
+    """``store``, if it knows token, request and soft counters (``supports_units``)."""
+    if not getattr(type(store), "supports_units", False):
+        raise ConfigurationError(
+            f"store: {type(store).__name__} predates token, request and soft limits "
+            "(Counter.unit, Counter.soft, Counter.warn_at): it would hold dollars on them "
+            "or refuse instead of warning; set supports_units = True on a store that "
+            "handles them (see stores/base.py), or use MemoryStore or a Redis store"
+        )
+    return store
 
 
 def _admin(target: object, method: str) -> Callable[..., Any]:
@@ -176,14 +195,14 @@ def run(flow: Flow[T], store: Store | None) -> T:
             return done.value  # type: ignore[no-any-return]
         try:
             if type(op) is Reserve:
-                if op.tokens and any(c.unit == "tokens" for c in op.counters):
-                    reply = target.reserve(
+                if op.plain:  # the signature stores written before token limits take
+                    reply = target.reserve(op.reservation_id, op.counters, op.amount, op.lease_s)
+                else:
+                    reply = _with_units(target).reserve(
                         op.reservation_id, op.counters, op.amount, op.lease_s, op.tokens
                     )
-                else:  # the signature stores written before token limits take
-                    reply = target.reserve(op.reservation_id, op.counters, op.amount, op.lease_s)
             elif type(op) is Settle:
-                if op.tokens is not None and counts_tokens(op.reservation):
+                if op.tokens is not None and counts_tokens(op.reservation, target):
                     reply = target.settle(op.reservation, op.actual, op.tokens)
                 else:
                     reply = target.settle(op.reservation, op.actual)
@@ -228,16 +247,16 @@ async def arun(flow: Flow[T], store: AsyncStore | None) -> T:
             return done.value  # type: ignore[no-any-return]
         try:
             if type(op) is Reserve:
-                if op.tokens and any(c.unit == "tokens" for c in op.counters):
-                    reply = await target.areserve(
-                        op.reservation_id, op.counters, op.amount, op.lease_s, op.tokens
-                    )
-                else:
+                if op.plain:
                     reply = await target.areserve(
                         op.reservation_id, op.counters, op.amount, op.lease_s
                     )
+                else:
+                    reply = await _with_units(target).areserve(
+                        op.reservation_id, op.counters, op.amount, op.lease_s, op.tokens
+                    )
             elif type(op) is Settle:
-                if op.tokens is not None and counts_tokens(op.reservation):
+                if op.tokens is not None and counts_tokens(op.reservation, target):
                     reply = await target.asettle(op.reservation, op.actual, op.tokens)
                 else:
                     reply = await target.asettle(op.reservation, op.actual)

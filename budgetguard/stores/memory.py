@@ -8,6 +8,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from .._core.counters import share
 from .._core.errors import ConfigurationError
@@ -70,6 +71,8 @@ class MemoryStore:
     forgotten reservation would charge again; the guard never sends one.
     """
 
+    supports_units: ClassVar[bool] = True
+    """Holds token, request and soft counters (``Counter.unit`` / ``soft`` / ``warn_at``)."""
     clock: Callable[[], float] = time.time
     tombstone_s: float = 86_400.0
     max_tombstones: int = 200_000
@@ -120,7 +123,7 @@ class MemoryStore:
     ) -> ReserveOutcome:
         check_nanos(amount, field="amount")
         if tokens:
-            check_nanos(tokens, field="tokens")
+            check_nanos(tokens, field="tokens", unit="tokens")
         for counter in counters:
             check_nanos(counter.limit, field="limit")
         with self._lock:
@@ -201,7 +204,8 @@ class MemoryStore:
                 spent = holding = 0
             else:
                 spent, holding = bucket.spent, bucket.held
-            if spent + holding + held > counter.limit:
+            total = spent + holding + held
+            if total > counter.limit:
                 if counter.soft:
                     over_soft.append(counter)
                 else:
@@ -209,6 +213,8 @@ class MemoryStore:
                     if spent + held > counter.limit:
                         return denial
                     contended = contended or denial
+            elif counter.warn_at is not None and total > counter.warn_at:
+                over_soft.append(counter)
             pinned.append((counter, start))
             keys.append(key)
             found.append(bucket)
@@ -222,7 +228,7 @@ class MemoryStore:
         check_nanos(actual, field="actual")
         used = reservation.tokens if tokens is None else tokens
         if used:
-            check_nanos(used, field="tokens")
+            check_nanos(used, field="tokens", unit="tokens")
         with self._lock:
             now = self.clock()
             self._sweep(now)

@@ -32,7 +32,7 @@ from decimal import Decimal
 from types import TracebackType
 from typing import Any
 
-from ..._core.counters import Counter, CounterStatus
+from ..._core.counters import Counter, CounterStatus, soft_limit
 from ..._core.errors import ConfigurationError
 from ..._core.money import format_usd, nanos_to_usd, usd_to_nanos
 from ..._core.policy import Policy, Threshold
@@ -342,7 +342,10 @@ class Alerts:
                     self._dispatch(soft_cap_alert(record, counter), at_once=False)
                 else:
                     counters.setdefault(counter.key, counter)
-        return self._per_window(runtime, counters, "soft", soft_alert)
+        # A call is over a soft limit by its worst case; people hear of it once the
+        # spend itself passes the limit (the first call over it by its hold alone may
+        # settle below, and must not use up the window's one alert).
+        return self._per_window(runtime, counters, "soft", soft_alert, _spent_over_soft)
 
     def _per_window(
         self,
@@ -350,8 +353,10 @@ class Alerts:
         counters: dict[str, Counter],
         kind: str,
         build: Callable[[CounterStatus, float], Alert],
+        due: Callable[[CounterStatus], bool] | None = None,
     ) -> list[_Once]:
-        """An alert per counter and window, built from the counter's status now."""
+        """An alert per counter and window, built from the counter's status now (when it
+        is ``due``)."""
         if runtime.store is None:
             return []
         alerts: list[_Once] = []
@@ -360,6 +365,8 @@ class Alerts:
                 status = runtime.store.status(counter)
             except Exception as exc:
                 log.error("budgetguard: alerts could not read %s: %r", counter.key, exc)
+                continue
+            if due is not None and not due(status):
                 continue
             marker = f"{counter.key}:{status.window_start}:{kind}"
             alerts.append(_Once(build(status, self.clock()), counter.tag, marker, status.resets_at))
@@ -406,6 +413,11 @@ class Alerts:
             fraction=factor,
         )
         return [_Once(alert, "spike", f"spike:{hour}", hour + 3600)]
+
+
+def _spent_over_soft(status: CounterStatus) -> bool:
+    limit = soft_limit(status.counter)
+    return limit is not None and status.spent > limit
 
 
 def _applies(threshold: Threshold, counter: Counter) -> bool:

@@ -3,11 +3,12 @@ and per-call alerts, with amounts in the counter's unit (dollars, tokens, reques
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from urllib.parse import unquote
 
-from ..._core.counters import Counter, CounterStatus
+from ..._core.counters import Counter, CounterStatus, soft_limit
 from ..._core.money import format_usd, nanos_to_usd
 from ..._core.records import CallRecord
 from .model import Alert, AlertKind
@@ -78,14 +79,16 @@ def _counter_alert(
 
 
 def soft_alert(status: CounterStatus, now: float) -> Alert:
+    """A soft limit (``enforce="warn"``) passed by what was really spent."""
     counter = status.counter
-    used = status.spent + status.held
+    limit = soft_limit(counter) or 0
     says = (
         f"passed its soft {counter.window} limit (enforce='warn'): "
-        f"{_show(used, counter.unit)} of {_show(counter.limit, counter.unit)} spent or held; "
+        f"{_show(status.spent, counter.unit)} of {_show(limit, counter.unit)} spent; "
         "calls go on, a hard limit would refuse them"
     )
-    return _counter_alert("over_soft_limit", status, now, says, amount=used)
+    alert = _counter_alert("over_soft_limit", status, now, says, amount=status.spent)
+    return replace(alert, limit=_value(limit, counter.unit))
 
 
 def soft_cap_alert(record: CallRecord, counter: Counter) -> Alert:

@@ -162,8 +162,9 @@ class LedgerRow:
 def _note(record: CallRecord) -> str | None:
     """The row's ``error`` column: why a call failed or was unpriced; for a fitted call,
     the output cap it was sent with (the ledger has no column of its own for it)."""
-    if record.outcome == "fitted" and record.error is None:
-        return f"output capped at {record.output_cap} tokens to fit the budget"
+    if record.outcome == "fitted":
+        capped = f"output capped at {record.output_cap} tokens to fit the budget"
+        return capped if record.error is None else f"{capped}; {record.error}"[:2000]
     return None if record.error is None else record.error[:2000]
 
 

@@ -14,7 +14,7 @@ never leaves a ``:`` in one)::
 
     <prefix>:{:limits}:defs      hash "<scope>|<key>|<window>" -> Limit JSON
     <prefix>:{:limits}:plans     hash "<scope>|<key>" -> plan name
-    <prefix>:{:limits}:version   integer, incremented by every write
+    <prefix>:{:limits}:ver       hash n (incremented by every write), e (when it was made)
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ class LimitBookPlans:
 
     def _book_keys(self) -> tuple[str, str, str]:
         at = f"{self.prefix}:{{:limits}}"
-        return (f"{at}:defs", f"{at}:plans", f"{at}:version")
+        return (f"{at}:defs", f"{at}:plans", f"{at}:ver")
 
     def cached_book(self) -> LimitBook | None:
         """The book, when it was read recently enough to use without asking Redis and
@@ -99,10 +99,6 @@ class LimitBookPlans:
         ):
             return self._book
         return None
-
-    def last_book(self) -> LimitBook:
-        """The book as last read, however old (no I/O)."""
-        return self._book
 
     def stale_book(self) -> LimitBook:
         """The last book read, for ``fail="open"`` while Redis is down (logged once)."""

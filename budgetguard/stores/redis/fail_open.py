@@ -66,6 +66,8 @@ class FailOpen:
 
     # -- while it is down ---------------------------------------------------------
     def _bounded(self, counter: Counter, now: float) -> Counter:
+        if counter.soft:  # it refuses nothing: bounding it would only warn wrongly
+            return counter
         start = self._spans.span(counter.window, now, counter.tz)[0]
         known = self._known.get((counter.key, start), 0)
         share = int(counter.limit * self.allowance)

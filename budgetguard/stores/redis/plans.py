@@ -20,11 +20,11 @@ from collections.abc import Generator, Iterable
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from importlib import resources
-from typing import Any, Final, TypedDict, TypeVar
+from typing import Any, ClassVar, Final, TypedDict, TypeVar
 
 from redis import exceptions as rx
 
-from ..._core.counters import share
+from ..._core.counters import share, soft_limit
 from ..._core.errors import ConfigurationError, StoreUnavailable
 from ..._core.money import check_nanos
 from ..._core.windows import CALENDAR_WINDOWS, SpanCache, window_span
@@ -94,6 +94,9 @@ def _bucket_end(window: str, tz: str, start: int) -> int:
     return -1 if end is None else end
 
 
+_FLAGS: Final = {(True, True): "1d", (True, False): "1o", (False, True): "0d", (False, False): "0o"}
+"""reserve.lua's flags of a counter, by (soft, counts dollars)."""
+
 _EXPIRY_MODES: Final = {**dict.fromkeys(CALENDAR_WINDOWS, "c"), "run": "r"}
 """How a bucket key expires, by window: calendar ("c") at its end + grace, run ("r")
 after idle grace, any other ("t", ``.get(window, "t")``) never."""
@@ -126,6 +129,9 @@ class RedisStoreBase(LimitBookPlans):
     frees the hold. ``limits_refresh_s`` (at most 1 s): how long the limits
     stored with ``bg.set_limit`` are used before Redis is asked again.
     """
+
+    supports_units: ClassVar[bool] = True
+    """Holds token, request and soft counters (``Counter.unit`` / ``soft`` / ``warn_at``)."""
 
     def __init__(
         self,
@@ -191,7 +197,7 @@ class RedisStoreBase(LimitBookPlans):
         """All counters of a tag in one script; tags one after another, rolled
         back if a later one denies (at worst a brief false denial, never an overspend)."""
         check_nanos(amount, field="amount")
-        check_nanos(tokens, field="tokens")
+        check_nanos(tokens, field="tokens", unit="tokens")
         for counter in counters:
             _check_counter(counter)
         lease_ms = max(1, round(lease_s * 1000))
@@ -249,7 +255,7 @@ class RedisStoreBase(LimitBookPlans):
         ``tokens``: what the call used (None: what it held)."""
         check_nanos(actual, field="actual")
         used = reservation.tokens if tokens is None else tokens
-        check_nanos(used, field="tokens")
+        check_nanos(used, field="tokens", unit="tokens")
         applied = False
         for tag, buckets in _by_tag_pinned(reservation.buckets):
             args: list[str | int] = [self.tag_prefix(tag), *self._common, reservation.id]
@@ -378,7 +384,7 @@ class RedisStoreBase(LimitBookPlans):
                     -1 if end is None else end,
                     _EXPIRY_MODES.get(counter.window, "t"),
                     held,
-                    "1" if counter.soft else "0",
+                    _FLAGS[counter.soft, counter.unit == "usd"],
                 )
                 shares.append(held)
                 pinned.append((counter, start))
@@ -400,7 +406,8 @@ class RedisStoreBase(LimitBookPlans):
             over_soft: list[Counter] = []
             for (counter, start), total in zip(pinned, reply[3:], strict=False):
                 self.fail_open.learn(counter, start, int(total))
-                if counter.soft and int(total) > counter.limit:
+                warn = soft_limit(counter)
+                if warn is not None and int(total) > warn:
                     over_soft.append(counter)
             return _Granted(tag, tuple(pinned), int(reply[1]) / 1000, tuple(over_soft))
         raise _moving_clock()

@@ -57,12 +57,18 @@ local function freed(tag_prefix)
   redis.pcall('PUBLISH', tag_prefix .. ':freed', '1')
 end
 
--- Drop what a lease record holds on each of its bucket keys: 'm' lists the amount per
--- key; a record written before 'm' existed held 'a' on every key.
-local function drop_holds(keys_json, amount, amounts_json)
-  local amounts = amounts_json and cjson.decode(amounts_json) or nil
-  for i, key in ipairs(cjson.decode(keys_json)) do
-    drop_hold(key, amounts and amounts[i] or amount)
+-- Drop everything a lease record holds: a on each dollar key of k, and on each token
+-- and request key of x the matching amount of m (see reserve.lua). A record of an
+-- older version has no x. A key listed twice was held twice.
+local function drop_holds(a, k, x, m)
+  for _, key in ipairs(cjson.decode(k)) do
+    drop_hold(key, a)
+  end
+  if x then
+    local amounts = cjson.decode(m)
+    for i, key in ipairs(cjson.decode(x)) do
+      drop_hold(key, amounts[i])
+    end
   end
 end
 
@@ -79,9 +85,9 @@ local function sweep(tag_prefix, leases, now, tomb_ms, batch)
   local due = redis.call('ZRANGEBYSCORE', leases, '-inf', now, 'LIMIT', 0, batch or SWEEP_PER_CALL)
   for _, id in ipairs(due) do
     local record = tag_prefix .. ':r:' .. id
-    local rec = redis.call('HMGET', record, 's', 'a', 'k', 'm')
+    local rec = redis.call('HMGET', record, 's', 'a', 'k', 'x', 'm')
     if rec[1] == 'held' then
-      drop_holds(rec[3], rec[2], rec[4])
+      drop_holds(rec[2], rec[3], rec[4], rec[5])
       bury(record, 'expired', tomb_ms)
     end
   end

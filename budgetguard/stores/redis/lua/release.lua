@@ -11,14 +11,11 @@
 local now = now_ms()
 sweep(ARGV[1], KEYS[2], now, ARGV[2])
 
-local rec = redis.call('HMGET', KEYS[1], 's', 'a', 'm')
+local rec = redis.call('HMGET', KEYS[1], 's', 'a', 'k', 'x', 'm')
 if rec[1] ~= 'held' then
   return 0
 end
-local amounts = rec[3] and cjson.decode(rec[3]) or nil
-for i = 3, #KEYS do
-  drop_hold(KEYS[i], amounts and amounts[i - 2] or rec[2])
-end
+drop_holds(rec[2], rec[3], rec[4], rec[5])  -- the record's keys are KEYS[3..]
 bury(KEYS[1], 'done', ARGV[2])
 redis.call('ZREM', KEYS[2], ARGV[4])
 freed(ARGV[1])

@@ -2,15 +2,19 @@
 -- or on none.
 --
 -- KEYS[1]   lease record of this reservation (hash: s=state, a=amount, e=expiry ms,
---           k=bucket keys, m=what is held on each, as decimal strings)
+--           k=the dollar buckets, each holding a; x=the token and request buckets and
+--           m=what each of those holds, decimal strings - apart from k, so that a
+--           script of an older version, which drops a from every key of k, can never
+--           take a dollar amount off a request counter)
 -- KEYS[2]   lease index of the tag (sorted set: reservation id scored by expiry ms)
 -- KEYS[3..] one bucket hash per counter (fields spent, held, overrun), same {tag}
 -- ARGV[1..3] tag prefix, tombstone ms, grace ms (see prelude.lua)
 -- ARGV[4]   reservation id        ARGV[5] amount        ARGV[6] lease ms
 -- ARGV[7]   "1" when re-sent after a lost reply (an identical live hold is then ours)
 -- ARGV[8..] six per counter: limit, bucket start s, bucket end s (-1: none), expiry mode
---           c|r|t, the amount to hold on it (nano-USD, tokens or 1 request), soft "1"|"0"
---           (a soft counter is held on but never refuses)
+--           c|r|t, the amount to hold on it (nano-USD, tokens or 1 request), and two
+--           flags: soft "1"|"0" (a soft counter is held on but never refuses), then
+--           "d" for a dollar counter (holds ARGV[5]) or "o" for a token or request one
 --
 -- Returns {0, expires_ms, now_ms, total...}        granted; total: spent + held of
 --                                                    each counter, this hold included
@@ -32,16 +36,23 @@ end
 
 sweep(ARGV[1], KEYS[2], now, ARGV[2])
 
-local bucket_keys = {}
+local dollar_keys, other_keys, other_amounts = {}, {}, {}
 for i = 1, n do
-  bucket_keys[i] = KEYS[i + 2]
+  if string.sub(arg(i, 5), 2, 2) == 'o' then
+    other_keys[#other_keys + 1] = KEYS[i + 2]
+    other_amounts[#other_amounts + 1] = arg(i, 4)
+  else
+    dollar_keys[#dollar_keys + 1] = KEYS[i + 2]
+  end
 end
-local encoded_keys = cjson.encode(bucket_keys)
+local encoded_keys = cjson.encode(dollar_keys)
+local encoded_others = #other_keys > 0 and cjson.encode(other_keys) or false
 
 local state = redis.call('HGET', KEYS[1], 's')
 if state then
-  local rec = redis.call('HMGET', KEYS[1], 'a', 'e', 'k')
-  if ARGV[7] == '1' and state == 'held' and rec[1] == ARGV[5] and rec[3] == encoded_keys then
+  local rec = redis.call('HMGET', KEYS[1], 'a', 'e', 'k', 'x')
+  if ARGV[7] == '1' and state == 'held' and rec[1] == ARGV[5] and rec[3] == encoded_keys
+      and rec[4] == encoded_others then
     return {0, tonumber(rec[2]), now}
   end
   return {3}
@@ -60,7 +71,7 @@ local function first_denial()
     local spent, held = v[1] or '0', v[2] or '0'
     local amount = tonumber(arg(i, 4))
     local total = tonumber(spent) + tonumber(held) + amount
-    if total > tonumber(arg(i, 0)) and arg(i, 5) ~= '1' then
+    if total > tonumber(arg(i, 0)) and string.sub(arg(i, 5), 1, 1) ~= '1' then
       if tonumber(spent) + amount > tonumber(arg(i, 0)) then
         return {i, spent, held}
       end
@@ -84,10 +95,8 @@ end
 
 local expires = now + tonumber(ARGV[6])
 local grace = tonumber(ARGV[3])
-local amounts = {}
 for i = 1, n do
-  amounts[i] = arg(i, 4)
-  redis.call('HINCRBY', KEYS[i + 2], 'held', amounts[i])
+  redis.call('HINCRBY', KEYS[i + 2], 'held', arg(i, 4))
   -- An existing bucket already expires after its window; only a new one, a
   -- run bucket, or a lease outliving the window needs its expiry (re)set.
   local mode, stop = arg(i, 3), tonumber(arg(i, 2))
@@ -96,7 +105,10 @@ for i = 1, n do
   end
 end
 redis.call('HSET', KEYS[1], 's', 'held', 'a', ARGV[5], 'e', string.format('%d', expires),
-  'k', encoded_keys, 'm', cjson.encode(amounts))
+  'k', encoded_keys)
+if encoded_others then
+  redis.call('HSET', KEYS[1], 'x', encoded_others, 'm', cjson.encode(other_amounts))
+end
 redis.call('ZADD', KEYS[2], expires, ARGV[4])
 local reply = {0, expires, now}
 for i = 1, n do

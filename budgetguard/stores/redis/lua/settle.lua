@@ -16,19 +16,18 @@
 local now = now_ms()
 sweep(ARGV[1], KEYS[2], now, ARGV[2])
 
-local rec = redis.call('HMGET', KEYS[1], 's', 'a', 'm')
+local rec = redis.call('HMGET', KEYS[1], 's', 'a', 'k', 'x', 'm')
 if rec[1] == 'done' then
   return 0
 end
 
 local grace = tonumber(ARGV[3])
 local held = rec[1] == 'held'
-local amounts = held and rec[3] and cjson.decode(rec[3]) or nil
+if held then
+  drop_holds(rec[2], rec[3], rec[4], rec[5])  -- the record's keys are KEYS[3..]
+end
 for i = 3, #KEYS do
   local at = 5 + (i - 3) * 4
-  if held then
-    drop_hold(KEYS[i], amounts and amounts[i - 2] or rec[2])
-  end
   redis.call('HINCRBY', KEYS[i], 'spent', ARGV[at + 2])
   if ARGV[at + 3] ~= '0' then
     redis.call('HINCRBY', KEYS[i], 'overrun', ARGV[at + 3])
