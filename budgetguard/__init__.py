@@ -53,12 +53,16 @@ from ._engine.status import BudgetStatus, astatus, status
 from .observe.alerts import (
     Alert,
     Alerts,
+    CostPerCall,
+    Digest,
+    HistoryState,
     LogSink,
     MemoryAlertState,
     RedisAlertState,
     RequestCost,
     Spike,
     Webhook,
+    slack_payload,
 )
 from .observe.ledger import Ledger, PostgresLedger, SQLiteLedger, open_ledger
 from .pricing.prices import Price
@@ -79,8 +83,11 @@ __all__ = [
     "BudgetStatus",
     "CallRecord",
     "ConfigurationError",
+    "CostPerCall",
+    "Digest",
     "Estimate",
     "Guard",
+    "HistoryState",
     "LLMRequest",
     "Ledger",
     "Limit",
@@ -126,6 +133,7 @@ __all__ = [
     "reset",
     "set_limit",
     "set_plan",
+    "slack_payload",
     "spend_limit",
     "status",
 ]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 import budgetguard as bg
 from budgetguard._core import decide as core_decide
 from budgetguard._core import plan as core_plan
@@ -164,3 +166,39 @@ def test_block_waits_for_the_window_only_when_it_resets_in_time() -> None:
     assert isinstance(
         decide(denial(requested=5000, held=10), on_exceed="block"), core_decide.Refuse
     )
+
+
+def test_the_hot_paths_record_constructor_equals_the_dataclasss() -> None:
+    """``record_of`` (every call with a listener builds one) must stay field for field
+    what ``CallRecord(...)`` builds, if a field is ever added or moved."""
+    from dataclasses import fields
+
+    from budgetguard._core.records import CallRecord, record_of
+
+    values = [
+        1.5,
+        "ok",
+        "acme",
+        "u-1",
+        "chat",
+        {"team": "x"},
+        "gpt-4o",
+        "gpt-4o-mini",
+        None,
+        7,
+        5,
+        0.25,
+        "r-1",
+        (),
+        None,
+        None,
+        300,
+        (),
+        "openai",
+    ]
+    assert len(values) == len(fields(CallRecord))
+    built = record_of(*values)
+    assert built == CallRecord(*values)  # type: ignore[arg-type]
+    assert [getattr(built, f.name) for f in fields(CallRecord)] == values
+    with pytest.raises(TypeError, match="19 fields"):
+        record_of(*values[:-1])

@@ -356,3 +356,17 @@ async def test_async_stream_helper_settles_when_its_block_ends_early(
                 break
         assert user().held == 0
     assert run.spent > 0 and run.calls == 1
+
+
+def test_records_name_the_provider_the_call_was_priced_under(
+    fake: FakeProvider, client: Any, records: list[bg.CallRecord]
+) -> None:
+    """Listeners (OpenTelemetry's gen_ai.provider.name) read the provider off the record,
+    for a settled call and for a refused one."""
+    fake.reply(input_tokens=10, output_tokens=5)
+    with bg.spend_limit(tenant="acme"):
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=10)
+    assert (records[-1].outcome, records[-1].provider) == ("ok", "openai")
+    with bg.spend_limit(tenant="acme", usd="0.0000001"), pytest.raises(bg.BudgetExceeded):
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=10)
+    assert (records[-1].outcome, records[-1].provider) == ("denied", "openai")

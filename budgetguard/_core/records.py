@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -11,7 +11,7 @@ from .counters import Counter
 from .money import nanos_to_usd
 from .usage import PriceContext, Usage
 
-__all__ = ["CallRecord", "Estimate", "LLMRequest", "Outcome"]
+__all__ = ["CallRecord", "Estimate", "LLMRequest", "Outcome", "record_of"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +142,9 @@ class CallRecord:
     ``max_output_tokens``, or a cap lowered to fit (``outcome="fitted"``)."""
     over_soft: tuple[Counter, ...] = ()
     """The soft limits the call passed over (``outcome="over_soft_limit"``)."""
+    provider: str | None = None
+    """The genai-prices provider id the call was priced under (``"openai"``,
+    ``"anthropic"``, ``"google"``, ...), when budgetguard knew it."""
 
     @property
     def overrun(self) -> int:
@@ -160,3 +163,20 @@ class CallRecord:
     @property
     def estimate_usd(self) -> Decimal:
         return nanos_to_usd(self.estimate)
+
+
+_FIELDS = tuple(f.name for f in fields(CallRecord))
+_SETTERS = tuple(CallRecord.__dict__[name].__set__ for name in _FIELDS)
+
+
+def record_of(*values: object) -> CallRecord:
+    """``CallRecord(*values)`` (every field, in order), built without the frozen
+    dataclass's per-field ``object.__setattr__``: every call with a listener builds one,
+    and this is 0.6 us of the 1.5 us it costs. Equal to the constructor's result
+    (tested); no validation either way."""
+    if len(values) != len(_SETTERS):
+        raise TypeError(f"record_of: {len(_SETTERS)} fields, got {len(values)}")
+    record = object.__new__(CallRecord)
+    for set_field, value in zip(_SETTERS, values, strict=True):
+        set_field(record, value)
+    return record

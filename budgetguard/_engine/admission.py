@@ -11,7 +11,7 @@ from .._core.attribution import Attribution, Frame
 from .._core.counters import Counter, Reservation, soft_limit
 from .._core.errors import UnknownModel, describe_error
 from .._core.money import MAX_NANOS, check_nanos, format_usd, nanos_to_usd
-from .._core.records import CallRecord, LLMRequest, Outcome
+from .._core.records import CallRecord, LLMRequest, Outcome, record_of
 from .._core.usage import PriceContext, Usage
 from ..pricing.rates import ModelRates
 from ..stores.drive import Flow, Release, Settle, arun, run
@@ -206,26 +206,30 @@ class Admission:
         if not self.settings.listeners:
             return
         who = self.attribution
+        rates = self.rates
+        reservation = self.reservation
         emit(
             self.settings,
-            CallRecord(
-                at=time.time(),
-                outcome=outcome,
-                tenant=who.tenant,
-                user=who.user,
-                feature=who.feature,
-                tags=who.tags,
-                requested_model=self.requested_model,
-                model=self.used_model or self.model,
-                usage=self.usage,
-                estimate=self.estimate,
-                cost=self.cost or 0,
-                latency_s=time.monotonic() - self.started,
-                reservation_id=self.reservation.id if self.reservation else None,
-                counters=self.counters,
-                error=error if error is not None or not self.over_soft else _over(self),
-                output_cap=self.output_cap,
-                over_soft=self.over_soft,
+            record_of(  # CallRecord's fields, in order (the hot path's constructor)
+                time.time(),
+                outcome,
+                who.tenant,
+                who.user,
+                who.feature,
+                who.tags,
+                self.requested_model,
+                self.used_model or self.model,
+                self.usage,
+                self.estimate,
+                self.cost or 0,
+                time.monotonic() - self.started,
+                reservation.id if reservation else None,
+                self.counters,
+                error if error is not None or not self.over_soft else _over(self),
+                None,  # refused_by: admitted calls were refused by nothing
+                self.output_cap,
+                self.over_soft,
+                rates.provider if rates is not None else self.provider,
             ),
         )
 

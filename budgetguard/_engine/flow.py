@@ -236,6 +236,7 @@ class AdmissionState:
                 counters=self.counters,
                 error=str(error),
                 refused_by=refused_by,
+                provider=self.rates.provider if self.rates is not None else None,
             ),
         )
 

@@ -7,6 +7,9 @@
     budgetguard limits rm tenant acme [--window month]         remove a stored limit
     budgetguard limits plan acme pro                           a tenant (--user U) on a plan
     budgetguard reset   --scope user --key u-42 [--yes]        zero counters in a Redis store
+    budgetguard metrics --port 9464 [--once]                   budgets for a Prometheus scrape
+    budgetguard compare --to gpt-4o-mini [--since 7d]          re-price recorded usage
+    budgetguard dashboard --ledger sqlite:///bg.db             a local web page
 
 Every command finds the policy, the store and the ledger from ``--config
 file.toml|.json``, ``--app module:attr`` (a callable that calls
@@ -27,6 +30,7 @@ from typing import TextIO
 
 from .._core.errors import BudgetError, StoreUnavailable
 from ..observe.ledger.sql import GROUPS
+from . import compare, dashboard, metrics
 from .context import CliError, Context, load_context
 from .counters import STATUS_SCOPES, UNIT_SUFFIXES, counter_pattern, parse_counter_key
 from .limits import cmd_limits
@@ -174,6 +178,9 @@ def _parser() -> argparse.ArgumentParser:
     reset.add_argument("--unit", choices=UNITS, help="only counters of dollars, tokens or requests")
     reset.add_argument("--all", action="store_true", help="every counter under the prefix")
     reset.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+
+    for command in (metrics, compare, dashboard):  # each adds its parser and its handler
+        command.register(commands, common=common, output=output)
     return parser
 
 
@@ -195,7 +202,8 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
     ctx: Context | None = None
     try:
         ctx = load_context(config=args.config, app=args.app, store=args.store, ledger=args.ledger)
-        return _COMMANDS[args.command](ctx, args, stdout)
+        handler = _COMMANDS.get(args.command) or args.handler
+        return int(handler(ctx, args, stdout))
     except CliError as exc:
         print(f"budgetguard: error: {exc}", file=sys.stderr)
         return 2

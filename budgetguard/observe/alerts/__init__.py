@@ -1,17 +1,20 @@
 """Alerts: tell people in time - before the budget is gone, not on the invoice.
 
 ``Alerts`` (``listener``) is a listener that evaluates rules (``model``:
-``Threshold``, ``RequestCost``, ``Spike``) off the request path and hands each
-``Alert`` to its sinks (``sinks``: log, callable, webhook); ``state`` keeps
-the fleet-wide dedupe markers and spend history.
+``Threshold``, ``RequestCost``, ``Spike``, ``CostPerCall``, ``Digest``) off the
+request path and hands each ``Alert`` to its sinks (``sinks``: log, callable,
+webhook with Slack Block Kit, ``slack``); ``state`` keeps the fleet-wide dedupe
+markers and spend history; ``history``, ``anomaly`` and ``digest`` evaluate the
+rules that compare tenants, users and features with their past.
 """
 
 from __future__ import annotations
 
 from .listener import Alerts
-from .model import Alert, AlertKind, AlertRule, RequestCost, Spike
+from .model import Alert, AlertKind, AlertRule, CostPerCall, Digest, RequestCost, Spike
 from .sinks import AlertSink, LogSink, Webhook
-from .state import AlertState, MemoryAlertState, RedisAlertState
+from .slack import slack_payload
+from .state import AlertState, HistoryState, MemoryAlertState, RedisAlertState
 
 __all__ = [
     "Alert",
@@ -20,10 +23,14 @@ __all__ = [
     "AlertSink",
     "AlertState",
     "Alerts",
+    "CostPerCall",
+    "Digest",
+    "HistoryState",
     "LogSink",
     "MemoryAlertState",
     "RedisAlertState",
     "RequestCost",
     "Spike",
     "Webhook",
+    "slack_payload",
 ]

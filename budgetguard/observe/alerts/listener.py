@@ -12,7 +12,10 @@ evaluates the rules and hands each ``Alert`` to the sinks:
 - a soft limit (``enforce="warn"``) passed: once per counter and window, like a
   threshold, so a shadow-run limit tells people what it would have refused.
 - ``Spike(factor)``: the last hour's spend is ``factor`` times the trailing
-  7-day hourly average (history kept in Redis, so it covers the whole fleet).
+  7-day hourly average (history kept in Redis, so it covers the whole fleet);
+  ``Spike(factor, scope="tenant"|"user"|"feature")`` per tenant, user, feature.
+- ``CostPerCall(ratio)``: a feature's average cost per call jumped; ``Digest()``:
+  yesterday's spend once a day (``history``, ``anomaly``, ``digest``).
 
 Sinks: ``LogSink`` (default), any callable taking an ``Alert``, and
 ``Webhook`` (Slack-compatible JSON), which has its own queue and thread, a
@@ -39,6 +42,7 @@ from ..._core.policy import Policy, Threshold
 from ..._core.records import CallRecord
 from ...stores.base import Store
 from ..background import Worker
+from .history import History
 from .messages import (
     exhausted_alert,
     request_alert,
@@ -46,7 +50,8 @@ from .messages import (
     soft_cap_alert,
     threshold_alert,
 )
-from .model import Alert, AlertRule, RequestCost, Spike
+from .model import Alert, AlertRule, CostPerCall, Digest, RequestCost, Spike
+from .model import Once as _Once
 from .sinks import AlertSink, LogSink, Webhook
 from .state import (
     HISTORY_SLOTS,
@@ -69,20 +74,14 @@ RETRIES = 8
 """Deliveries tried for an alert that must reach people (thresholds, exhaustion, spikes)."""
 
 
-@dataclass(slots=True)
-class _Once:
-    """An alert to deliver once per marker (fleet-wide), retried until it is."""
-
-    alert: Alert
-    tag: str
-    marker: str
-    expires_at: float | None
-    attempt: int = 0
-    due: float = 0.0
-
-
 class _Tick:
-    """Wakes the alert thread for a retry that has come due."""
+    """Wakes the alert thread: a retry has come due, the timer ticked, or ``check()``
+    (``force``: check the history rules whatever their ``check_every_s``)."""
+
+    __slots__ = ("force",)
+
+    def __init__(self, force: bool = False) -> None:
+        self.force = force
 
 
 @dataclass
@@ -98,8 +97,10 @@ class _Runtime:
 class Alerts:
     """A listener that turns ``CallRecord``s into ``Alert``s for the ``sinks``.
 
-    ``rules``: ``RequestCost``, ``Spike`` and extra ``Threshold``s (the
-    policy's ``alerts`` thresholds are always used). A ``Threshold`` with no
+    ``rules``: ``RequestCost``, ``Spike`` (one per scope), ``CostPerCall``,
+    ``Digest`` and extra ``Threshold``s (the policy's ``alerts`` thresholds are
+    always used). With a ``Digest``, a timer thread calls ``check()`` every
+    ``Digest.check_every_s``, so the digest goes out on an idle process too. A ``Threshold`` with no
     scope applies to every counter but run counters (``scope="run"`` for
     those). ``exhausted``: alert once per counter and window when a call is
     refused (the budget is gone, whatever threshold spend stopped short of).
@@ -129,16 +130,24 @@ class Alerts:
     ) -> None:
         rules = tuple(rules)
         for n, rule in enumerate(rules):
-            if not isinstance(rule, Threshold | RequestCost | Spike):
+            if not isinstance(rule, Threshold | RequestCost | Spike | CostPerCall | Digest):
                 raise ConfigurationError(
-                    f"rules[{n}]: expected Threshold, RequestCost or Spike, got {rule!r}"
+                    f"rules[{n}]: expected Threshold, RequestCost, Spike, CostPerCall or "
+                    f"Digest, got {rule!r}"
                 )
         self.thresholds = tuple(r for r in rules if isinstance(r, Threshold))
         self.request_costs = tuple(r for r in rules if isinstance(r, RequestCost))
-        spikes = [r for r in rules if isinstance(r, Spike)]
+        spikes = [r for r in rules if isinstance(r, Spike) and r.scope is None]
         if len(spikes) > 1:
-            raise ConfigurationError("rules: at most one Spike rule")
+            raise ConfigurationError("rules: at most one Spike rule per scope")
         self.spike = spikes[0] if spikes else None
+        self._history = History(
+            [
+                r
+                for r in rules
+                if isinstance(r, CostPerCall | Digest) or (isinstance(r, Spike) and r.scope)
+            ]
+        )
         self.sinks: tuple[AlertSink, ...] = tuple(sinks) or (LogSink(),)
         for n, sink in enumerate(self.sinks):
             if not callable(sink):
@@ -157,11 +166,22 @@ class Alerts:
         self._worker: Worker[CallRecord | _Tick] = Worker(
             "budgetguard-alerts", self._handle, max_queue
         )
+        self._history.start_ticker(self._tick)
 
     # -- request path ------------------------------------------------------------------
     def __call__(self, record: CallRecord) -> None:
         """Queue the record for evaluation; never blocks, never does I/O."""
         self._worker.put(record)
+        self._history.start_ticker(self._tick)  # a no-op unless a fork lost the timer
+
+    def check(self) -> None:
+        """Check the history rules now (``Digest``, ``CostPerCall``, spikes per scope),
+        on the alert thread, whatever their ``check_every_s``; a timer checks a
+        ``Digest`` every ``check_every_s`` anyway."""
+        self._worker.put(_Tick(force=True))
+
+    def _tick(self) -> None:
+        self._worker.put(_Tick())
 
     @property
     def dropped(self) -> int:
@@ -173,6 +193,7 @@ class Alerts:
         return self._worker.flush(timeout)
 
     def close(self, timeout: float | None = 30.0) -> None:
+        self._history.stop()
         self._worker.close(timeout)
         for sink in self.sinks:
             if isinstance(sink, Webhook):
@@ -231,6 +252,10 @@ class Alerts:
             once += self._thresholds(runtime, charged)
             if self.spike is not None:
                 once += self._spike(runtime, self.spike, charged)
+        force = any(isinstance(item, _Tick) and item.force for item in items)
+        once += self._history.evaluate(
+            runtime.state, charged, self.clock(), self._current_policy, CLAIM_S, force=force
+        )
         if self.exhausted:
             once += self._exhaustion(runtime, [r for r in records if r.refused_by is not None])
         once += self._soft(runtime, [r for r in records if r.over_soft])
@@ -260,8 +285,9 @@ class Alerts:
         """Claim, deliver, confirm - or release and retry later (at least once)."""
         state = runtime.state
         try:
-            if not state.claim(item.tag, item.marker, CLAIM_S):
+            if not item.claimed and not state.claim(item.tag, item.marker, CLAIM_S):
                 return  # delivered already, or being delivered by another process
+            item.claimed = False  # a retry claims again
         except Exception as exc:
             log.error("budgetguard: alert dedupe unavailable (%r); retrying", exc)
             self._retry(item)

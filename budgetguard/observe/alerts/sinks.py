@@ -24,6 +24,7 @@ from tenacity.stop import stop_base
 from ..._core.errors import ConfigurationError
 from ..background import Worker
 from .model import Alert
+from .slack import slack_payload
 
 __all__ = ["AlertSink", "LogSink", "Webhook"]
 
@@ -60,13 +61,15 @@ _OPENER = urllib.request.build_opener(_NoRedirects)
 class Webhook:
     """POST each alert as JSON to ``url``, off the request path and off the alert thread.
 
-    ``format="slack"`` sends ``{"text": message}`` (Slack, Mattermost and
-    Discord-compatible incoming webhooks); ``"json"`` adds every field of the
-    alert. Each POST has a ``timeout``; connection errors, timeouts, 429 and
-    5xx are retried ``retries`` times with jittered backoff, within
-    ``max_total_s``. Other 4xx are not retried, and a redirect (3xx) is a failed
-    delivery: it is never followed. Counts: ``sent``, ``failed``, ``dropped``
-    (queue full). ``Alerts`` hands threshold, exhaustion and spike alerts to
+    ``format="slack"`` sends ``{"text": message, "blocks": [...]}``: Block Kit
+    for Slack (a header, the message, the numbers as fields), with ``text`` the
+    fallback that Mattermost and Discord-compatible incoming webhooks show;
+    ``"json"`` sends ``text`` and every field of the alert. Each POST has a
+    ``timeout``; connection errors, timeouts, 429 and 5xx are retried
+    ``retries`` times with jittered backoff, within ``max_total_s``. Other 4xx
+    are not retried, and a redirect (3xx) is a failed delivery: it is never
+    followed. Counts: ``sent``, ``failed``, ``dropped`` (queue full).
+    ``Alerts`` hands threshold, exhaustion, spike, anomaly and digest alerts to
     ``deliver`` (at once, so they never wait behind per-call alerts, and retried
     until delivered); per-call alerts go through the queue.
     """
@@ -107,7 +110,7 @@ class Webhook:
 
     def payload(self, alert: Alert) -> dict[str, Any]:
         if self.format == "slack":
-            return {"text": alert.message}
+            return slack_payload(alert)
         return {"text": alert.message, **alert.to_dict()}
 
     def deliver(self, alert: Alert) -> bool:

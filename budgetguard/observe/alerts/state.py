@@ -14,6 +14,7 @@ __all__ = [
     "HOUR_SLOTS",
     "SLOT_S",
     "AlertState",
+    "HistoryState",
     "MemoryAlertState",
     "RedisAlertState",
     "state_from",
@@ -59,6 +60,26 @@ class AlertState(Protocol):
         ...
 
 
+class HistoryState(AlertState, Protocol):
+    """Counts per series, bucket and field, for the rules that compare tenants, users
+    and features (``Spike(scope=...)``, ``CostPerCall``, ``Digest``).
+
+    A bucket is a time (epoch seconds: a slot, an hour, a day's start); each
+    bucket of a series keeps ``field -> integer`` counts (nano-USD, calls) and
+    expires ``ttl_s`` after its start.
+    """
+
+    def add_counts(self, series: str, counts: Mapping[int, Mapping[str, int]], ttl_s: int) -> None:
+        """Add ``counts[bucket][field]`` to the series' buckets."""
+        ...
+
+    def counts(
+        self, series: str, buckets: Sequence[int], fields: Sequence[str] | None = None
+    ) -> list[dict[str, int]]:
+        """Each bucket's counts (only ``fields`` when given; missing ones are 0)."""
+        ...
+
+
 class MemoryAlertState:
     """One process's memory: right for ``MemoryStore``, whose budgets are per process too."""
 
@@ -67,6 +88,7 @@ class MemoryAlertState:
         self._lock = threading.Lock()
         self._claims: dict[tuple[str, str], float] = {}
         self._spend: dict[int, int] = {}
+        self._series: dict[str, dict[int, dict[str, int]]] = {}
 
     def claim(self, tag: str, key: str, hold_s: float) -> bool:
         now = self._clock()
@@ -99,6 +121,27 @@ class MemoryAlertState:
         with self._lock:
             return [self._spend.get(slot, 0) for slot in slots]
 
+    def add_counts(self, series: str, counts: Mapping[int, Mapping[str, int]], ttl_s: int) -> None:
+        with self._lock:
+            buckets = self._series.setdefault(series, {})
+            for bucket, fields in counts.items():
+                into = buckets.setdefault(bucket, {})
+                for name, value in fields.items():
+                    into[name] = into.get(name, 0) + value
+            newest = max(buckets, default=0)
+            for bucket in [b for b in buckets if b + ttl_s <= newest]:
+                del buckets[bucket]  # expired: bounded like Redis's TTLs
+
+    def counts(
+        self, series: str, buckets: Sequence[int], fields: Sequence[str] | None = None
+    ) -> list[dict[str, int]]:
+        with self._lock:
+            stored = self._series.get(series, {})
+            found = [stored.get(bucket, {}) for bucket in buckets]
+            if fields is None:
+                return [dict(counts) for counts in found]
+            return [{name: counts.get(name, 0) for name in fields} for counts in found]
+
 
 class RedisAlertState:
     """Markers and spend history in Redis, shared by every process.
@@ -109,6 +152,8 @@ class RedisAlertState:
         <prefix>:{<tag>}:a:<marker key>     "pending" (SET NX EX hold) while being
                                              delivered, then "sent" until window end + 1 h
         <prefix>:{spike}:s:<slot start>      nano-USD spent in that 5-minute slot
+        <prefix>:{<series>}:h:<bucket>       a hash of counts (``add_counts``), HINCRBY,
+                                             expiring ``ttl_s`` after the bucket's start
     """
 
     def __init__(self, client: Any, *, prefix: str = "bg") -> None:
@@ -149,6 +194,43 @@ class RedisAlertState:
     def spend(self, slots: Sequence[int]) -> list[int]:
         values = self.client.mget([self._slot_key(slot) for slot in slots])
         return [int(v) if v is not None else 0 for v in values]
+
+    def _bucket_key(self, series: str, bucket: int) -> str:
+        return f"{self.prefix}:{{{series}}}:h:{bucket}"
+
+    def add_counts(self, series: str, counts: Mapping[int, Mapping[str, int]], ttl_s: int) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for bucket, fields in counts.items():
+            name = self._bucket_key(series, bucket)
+            for field, value in fields.items():
+                pipe.hincrby(name, field, value)
+            pipe.expireat(name, bucket + ttl_s)
+        pipe.execute()
+
+    def counts(
+        self, series: str, buckets: Sequence[int], fields: Sequence[str] | None = None
+    ) -> list[dict[str, int]]:
+        if fields is not None and not fields:
+            return [{} for _ in buckets]
+        pipe = self.client.pipeline(transaction=False)
+        for bucket in buckets:
+            if fields is None:
+                pipe.hgetall(self._bucket_key(series, bucket))
+            else:
+                pipe.hmget(self._bucket_key(series, bucket), list(fields))
+        found: list[dict[str, int]] = []
+        for reply in pipe.execute():
+            if fields is None:
+                found.append({_text(k): int(v) for k, v in reply.items()})
+            else:
+                found.append(
+                    {n: int(v) if v is not None else 0 for n, v in zip(fields, reply, strict=True)}
+                )
+        return found
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def state_from(state: AlertState | Any | None) -> AlertState | None:

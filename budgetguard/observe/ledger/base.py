@@ -298,6 +298,12 @@ class Ledger:
         finally:
             conn.close()
 
+    def select(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Rows of a read-only query on the ledger's table (``dialect.table``, the
+        dialect's ``mark`` for parameters): the dashboard's aggregations. A ledger
+        whose table does not exist yet reads as empty."""
+        return self._query(sql, params)
+
     def report(
         self,
         by: str = "feature",
