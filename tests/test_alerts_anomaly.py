@@ -496,3 +496,6 @@ def test_bad_rules_name_the_argument() -> None:
     with pytest.raises(ConfigurationError, match="one Spike rule per scope"):
         Alerts(rules=[Spike(scope="user"), Spike(factor=5, scope="user")])
     Alerts(rules=[Spike(), Spike(scope="user"), Spike(scope="tenant")]).close()
+    # Two would share one history of cost per call and count every call twice (review).
+    with pytest.raises(ConfigurationError, match="at most one CostPerCall rule"):
+        Alerts(rules=[CostPerCall(window="24h"), CostPerCall(window="1h", ratio=2)])

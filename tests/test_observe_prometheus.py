@@ -10,6 +10,8 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
 import urllib.request
 import uuid
 from collections import Counter as Tally
@@ -527,6 +529,24 @@ def test_records_are_counted_without_a_scrape_past_the_queue_bound() -> None:
     prom = Prometheus(CollectorRegistry(), budgets=False)
     for _ in range(PENDING):
         prom(_record(1))
-    assert not prom._tallies.pending  # the last call counted them: memory stays bounded
+    # The counting thread counts them, not the call that found them waiting (found by
+    # review: a backlog of 1,024 cost that call ~1.3 ms, and others waited on its lock).
+    deadline = time.monotonic() + 5
+    while prom._tallies.calls.get(("f", "m", "ok")) != PENDING and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not prom._tallies.pending  # memory stays bounded with no scrape
     assert prom._tallies.calls[("f", "m", "ok")] == PENDING
     assert prom._tallies.cost[("f", "m")] == PENDING
+    assert prom._tallies.counting is not None and prom._tallies.counting.is_alive()
+
+
+def test_a_call_never_counts_the_backlog_itself(monkeypatch: pytest.MonkeyPatch) -> None:
+    from budgetguard.observe import prometheus
+
+    prom = Prometheus(CollectorRegistry(), budgets=False)
+    on_call: list[str] = []
+    monkeypatch.setattr(prom, "_drain", lambda: on_call.append(threading.current_thread().name))
+    for _ in range(prometheus.PENDING * 2):
+        prom(_record(1))
+    time.sleep(0.2)
+    assert on_call and set(on_call) == {"budgetguard-prometheus"}

@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterable
 from typing import Any
+from urllib.parse import unquote
 
 from .._core.counters import Counter, CounterStatus
 from .._core.errors import ConfigurationError
@@ -53,7 +54,9 @@ class LimitGauges:
         hidden = set(_NEVER)
         if not include_tenant:
             hidden.add("tenant")
-        if not include_user:
+        if not (include_user and include_tenant):
+            # Users are counted within their tenant: without the tenant attribute, the
+            # same user id of two tenants would be one series, and one of them lost.
             hidden.add("user")
         self._hidden = frozenset(hidden)
         self._include_tenant = include_tenant
@@ -135,7 +138,7 @@ class LimitGauges:
         if counter.scope != "global":
             attrs[n.LIMIT_KEY] = counter.subject
         if counter.scope == "user" and self._include_tenant and counter.key.startswith("tenant="):
-            attrs[n.TENANT] = counter.key.split("/", 1)[0].removeprefix("tenant=")
+            attrs[n.TENANT] = unquote(counter.key.split("/", 1)[0].removeprefix("tenant="))
         return attrs
 
     def _observe(self, pick: str) -> list[Any]:

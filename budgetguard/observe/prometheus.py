@@ -3,10 +3,11 @@
 ``Prometheus(registry)`` is a listener (``bg.configure(listeners=[prom])``) and a
 Prometheus collector registered in ``registry`` (default: prometheus_client's global
 ``REGISTRY``). On the request path it only appends the record to a queue; the
-records are counted (integers added to a few dicts) when a scrape comes, or every
-``PENDING`` records. No prometheus_client object is touched per call, and money is summed in
-integer nano-USD, so ``budgetguard_cost_usd_total`` never drifts however many calls
-it adds up. Dollars become floats only when a scrape renders them.
+records are counted (integers added to a few dicts) when a scrape comes, or by a
+counting thread once ``PENDING`` records wait. No prometheus_client object is touched
+per call, and money is summed in integer nano-USD, so ``budgetguard_cost_usd_total``
+never drifts however many calls it adds up. Dollars become floats only when a scrape
+renders them.
 
 On a scrape it also reads the store: spent / held / limit of every limit of the
 policy with a fixed subject (global, a named feature, ...) and of every counter the
@@ -58,6 +59,9 @@ LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 60.0, 120.0,
 OVERFLOW = "_overflow_"
 """The label value of every label set past ``max_series``."""
 PENDING = 1024
+MAX_PENDING = 256 * PENDING
+"""Records waiting for the counting thread, at most: past it the oldest are dropped
+(counted in ``listener_errors``) rather than memory growing without bound."""
 """Records queued before the listener counts them itself rather than wait for a scrape."""
 NANOS = 1_000_000_000
 TOKEN_TYPES = ("input", "output", "cache_read", "cache_write", "reasoning")
@@ -138,11 +142,18 @@ class _Tallies:
     def __init__(self, buckets: tuple[float, ...]) -> None:
         self.lock = threading.Lock()
         self.pending: deque[CallRecord] = deque()
+        self.wake = threading.Event()
+        """Set by a call that finds ``PENDING`` records waiting: the counting thread runs."""
+        self.counting: threading.Thread | None = None
+        self.last_counters: tuple[Counter, ...] = ()
+        self.dropped = 0
+        """Records let go because ``MAX_PENDING`` were waiting (counting fell behind)."""
         self.buckets = buckets
         self.calls: dict[tuple[str, ...], int] = {}
         self.cost: dict[tuple[str, ...], int] = {}
         self.overrun: dict[tuple[str, ...], int] = {}
-        self.tokens: dict[tuple[str, ...], int] = {}
+        self.tokens: dict[tuple[str, ...], list[int]] = {}
+        """Per label set, the sums of each of ``TOKEN_TYPES``, in that order."""
         self.denials: dict[tuple[str, ...], int] = {}
         self.latency: dict[str, list[int]] = {}
         self.latency_sum: dict[str, float] = {}
@@ -249,11 +260,35 @@ class Prometheus:
 
     # -- request path ------------------------------------------------------------------
     def __call__(self, record: CallRecord) -> None:
-        """Queue ``record``: one append, counted on the next scrape (or here, once
-        ``PENDING`` records wait, so memory stays bounded with no scrape); never raises."""
-        pending = self._tallies.pending
+        """Queue ``record``: one append, counted on the next scrape or, once ``PENDING``
+        records wait, by a counting thread (never on the call: a backlog costs a
+        millisecond); never raises, never waits for a lock."""
+        t = self._tallies
+        pending = t.pending
         pending.append(record)
-        if len(pending) >= PENDING:
+        if len(pending) >= PENDING and not t.wake.is_set():
+            self._wake_counting()
+
+    def _wake_counting(self) -> None:
+        t = self._tallies
+        if len(t.pending) > MAX_PENDING:  # counting fell far behind: bounded memory
+            for _ in range(len(t.pending) - MAX_PENDING):
+                t.pending.popleft()
+                t.dropped += 1
+        if t.counting is None or not t.counting.is_alive():
+            with _REGISTERED_LOCK:
+                if t.counting is None or not t.counting.is_alive():
+                    t.counting = threading.Thread(
+                        target=self._count_when_woken, name="budgetguard-prometheus", daemon=True
+                    )
+                    t.counting.start()
+        t.wake.set()
+
+    def _count_when_woken(self) -> None:
+        t = self._tallies
+        while True:
+            t.wake.wait()
+            t.wake.clear()
             self._drain()
 
     def _drain(self) -> None:
@@ -292,11 +327,11 @@ class Prometheus:
             if record.cost > record.estimate:
                 t.overrun[base] = t.overrun.get(base, 0) + record.cost - record.estimate
         if usage is not None:
-            tokens = t.tokens
-            for kind, count in zip(TOKEN_TYPES, _counts(usage), strict=True):
-                if count:
-                    key = (*base, kind)
-                    tokens[key] = tokens.get(key, 0) + count
+            sums = t.tokens.get(base)
+            if sums is None:
+                sums = t.tokens[base] = [0] * len(TOKEN_TYPES)
+            for n, count in enumerate(_counts(usage)):
+                sums[n] += count
         if outcome == "denied":
             refused = record.refused_by
             key = (refused.scope if refused is not None else "request", *base)
@@ -308,6 +343,9 @@ class Prometheus:
                 t.latency_sum[base[1]] = 0.0
             counts[bisect_left(t.buckets, record.latency_s)] += 1
             t.latency_sum[base[1]] += record.latency_s
+        if record.counters is t.last_counters:  # the engine reuses a plan's counters
+            return
+        t.last_counters = record.counters
         budgets = t.budgets
         for counter in record.counters:
             if (
@@ -358,7 +396,12 @@ class Prometheus:
                     dict(t.calls),
                     dict(t.cost),
                     dict(t.overrun),
-                    dict(t.tokens),
+                    {
+                        (*base, kind): n
+                        for base, sums in t.tokens.items()
+                        for kind, n in zip(TOKEN_TYPES, sums, strict=True)
+                        if n
+                    },
                     dict(t.denials),
                     {m: list(c) for m, c in t.latency.items()},
                     dict(t.latency_sum),
@@ -380,7 +423,7 @@ class Prometheus:
                     total += count
                     cumulative.append(("+Inf" if bound == float("inf") else repr(bound), total))
                 latency.add_metric([model], cumulative, n_sum[model])
-            errors.add_metric([], t.listener_errors)
+            errors.add_metric([], t.listener_errors + t.dropped)
         yield from (calls, cost, overrun, tokens, denials, latency, errors)
         if self.budgets:
             yield from self._budget_families(with_samples=with_samples)

@@ -37,6 +37,9 @@ class History:
         scopes = [r.scope for r in rules if isinstance(r, Spike)]
         if len(scopes) != len(set(scopes)):
             raise ConfigurationError("rules: at most one Spike rule per scope")
+        if sum(isinstance(r, CostPerCall) for r in rules) > 1:
+            # They share one history of cost per call: a second would count every call twice.
+            raise ConfigurationError("rules: at most one CostPerCall rule")
         zones = [r.timezone for r in rules if isinstance(r, Digest)]
         if len(zones) != len(set(zones)):
             raise ConfigurationError("rules: at most one Digest rule per time zone")
