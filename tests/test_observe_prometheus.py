@@ -338,6 +338,8 @@ def test_registering_twice() -> None:
     assert registry.get_sample_value("budgetguard_calls_total", _LABELS) == 2
     with pytest.raises(ConfigurationError, match="include_tenant"):
         Prometheus(registry, include_tenant=True)
+    with pytest.raises(ConfigurationError, match="store"):  # it would read no store (review)
+        Prometheus(registry, budgets=False, store=bg.MemoryStore())
     other = Prometheus(registry, namespace="other", budgets=False)  # its own metrics
     other(_record(3))
     assert registry.get_sample_value("other_calls_total", _LABELS) == 1
@@ -550,3 +552,21 @@ def test_a_call_never_counts_the_backlog_itself(monkeypatch: pytest.MonkeyPatch)
         prom(_record(1))
     time.sleep(0.2)
     assert on_call and set(on_call) == {"budgetguard-prometheus"}
+
+
+def test_cli_ledger_series_are_bounded(
+    fleet: tuple[Path, list[CallRecord]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A label per feature ever used would grow without bound (found by review): past
+    ``LEDGER_SERIES`` the cheaper ones are summed under ``_overflow_``."""
+    from budgetguard.cli import metrics
+
+    config, _records = fleet
+    monkeypatch.setattr(metrics, "LEDGER_SERIES", 1)
+    code, text = run_cli("metrics", "--once", "--config", str(config))
+    assert code == 0, text
+    by_feature = pick(samples(text), "budgetguard_ledger_feature_cost_usd")
+    assert by_feature == {
+        frozenset({("feature", "summarize")}): 150_000_001 / 10**9,
+        frozenset({("feature", "_overflow_")}): 7 / 10**9,
+    }

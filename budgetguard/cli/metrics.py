@@ -23,11 +23,15 @@ from typing import Any, TextIO
 
 from .._core.counters import CounterStatus
 from ..observe.ledger.base import parse_since
-from ..observe.prometheus import budget_families, require_client
+from ..observe.prometheus import OVERFLOW, budget_families, require_client
 from .context import CliError, Context
 from .counters import STATUS_SCOPES, status_rows, store_book
 
 __all__ = ["StoreCollector", "cmd_metrics", "register"]
+
+LEDGER_SERIES = 500
+"""Features (or models) exported one by one from the ledger; the rest are summed under
+``_overflow_`` (a label per feature ever used would grow without bound)."""
 
 log = logging.getLogger("budgetguard.cli")
 
@@ -148,9 +152,15 @@ class StoreCollector:
                     f"Calls per {by} over the last {self.since}, from the ledger",
                     labels=[by],
                 )
-                for row in ledger.report(by, since=self.since):
+                rows = ledger.report(by, since=self.since)  # most expensive first
+                rest_cost = sum(row.cost_nanos for row in rows[LEDGER_SERIES:])
+                rest_calls = sum(row.calls for row in rows[LEDGER_SERIES:])
+                for row in rows[:LEDGER_SERIES]:
                     cost.add_metric([row.key or ""], row.cost_nanos / 1_000_000_000)
                     calls.add_metric([row.key or ""], row.calls)
+                if len(rows) > LEDGER_SERIES:  # bounded series: the rest in one
+                    cost.add_metric([OVERFLOW], rest_cost / 1_000_000_000)
+                    calls.add_metric([OVERFLOW], rest_calls)
                 families += [cost, calls]
         except Exception as exc:
             self.ledger_errors += 1

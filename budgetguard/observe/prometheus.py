@@ -232,6 +232,10 @@ class Prometheus:
             "include_user": include_user,
             "latency_buckets": buckets,
             "max_series": max_series,
+            "budgets": budgets,
+            "max_budgets": max_budgets,
+            "store": store,  # a second listener sharing the tallies reads no store of its own
+            "policy": policy,
         }
         self._tallies = _Tallies(buckets)  # describe() reads it while registering
         self._tallies = self._register(options, self._tallies)
