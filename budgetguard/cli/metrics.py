@@ -23,7 +23,8 @@ from typing import Any, TextIO
 
 from .._core.counters import CounterStatus
 from ..observe.ledger.base import parse_since
-from ..observe.prometheus import OVERFLOW, budget_families, require_client
+from ..observe.prometheus import OVERFLOW, require_client
+from ..observe.prometheus_budgets import budget_families
 from .context import CliError, Context
 from .counters import STATUS_SCOPES, status_rows, store_book
 

@@ -29,28 +29,18 @@ import threading
 import weakref
 from bisect import bisect_left
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
-from urllib.parse import unquote
 
-from .._core.attribution import Attribution
 from .._core.counters import Counter, CounterStatus
 from .._core.errors import ConfigurationError
-from .._core.limitbook import EMPTY_BOOK, LimitBook
-from .._core.plan import plan_counters
 from .._core.policy import Policy
 from .._core.records import CallRecord
 from .._core.usage import Usage
 from ..stores.base import Store
+from .prometheus_budgets import FIXED_SCOPES, book_of, budget_families, policy_counters, usd
 
-__all__ = [
-    "LATENCY_BUCKETS",
-    "OVERFLOW",
-    "Prometheus",
-    "budget_families",
-    "policy_counters",
-    "require_client",
-]
+__all__ = ["LATENCY_BUCKETS", "OVERFLOW", "Prometheus", "require_client"]
 
 log = logging.getLogger("budgetguard.prometheus")
 
@@ -59,14 +49,11 @@ LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 60.0, 120.0,
 OVERFLOW = "_overflow_"
 """The label value of every label set past ``max_series``."""
 PENDING = 1024
+"""Records queued before the counting thread counts them rather than wait for a scrape."""
 MAX_PENDING = 256 * PENDING
 """Records waiting for the counting thread, at most: past it the oldest are dropped
 (counted in ``listener_errors``) rather than memory growing without bound."""
-"""Records queued before the listener counts them itself rather than wait for a scrape."""
-NANOS = 1_000_000_000
 TOKEN_TYPES = ("input", "output", "cache_read", "cache_write", "reasoning")
-_FIXED_SCOPES = ("global", "feature", "model")
-_HELP = {"limit": "The limit", "spent": "Settled spend", "held": "Held by calls in flight"}
 _PERSON_SCOPES = {"tenant": "include_tenant", "user": "include_user"}
 
 
@@ -82,15 +69,6 @@ def require_client() -> Any:
     return core
 
 
-def _usd(nanos: int) -> float:
-    """Dollars as the float Prometheus carries: int / int is correctly rounded."""
-    return nanos / NANOS
-
-
-def _amount(counter: Counter, value: int) -> float:
-    return _usd(value) if counter.unit == "usd" else float(value)
-
-
 def _counts(usage: Usage) -> tuple[int, int, int, int, int]:
     """A usage's tokens in ``TOKEN_TYPES`` order."""
     return (
@@ -100,40 +78,6 @@ def _counts(usage: Usage) -> tuple[int, int, int, int, int]:
         usage.cache_write_tokens,
         usage.reasoning_tokens,
     )
-
-
-def _owner(counter: Counter) -> str:
-    """The tenant of a user counter (``tenant=acme/user=u-1:day``), else ``""``."""
-    if counter.scope != "user" or not counter.key.startswith("tenant="):
-        return ""
-    return unquote(counter.key[len("tenant=") : counter.key.find("/")])
-
-
-def budget_families(core: Any, namespace: str, statuses: Iterable[CounterStatus]) -> Iterator[Any]:
-    """Gauges ``<ns>_budget_{limit,spent,held}_{usd,tokens,requests}`` of ``statuses``,
-    labelled scope, key, window, tenant (of a user counter), enforce, source."""
-    labels = ["scope", "key", "window", "tenant", "enforce"]
-    families: dict[tuple[str, str], Any] = {}
-    for raw in statuses:
-        counter = raw.counter
-        values = (
-            counter.scope,
-            "" if counter.scope == "global" else counter.subject,
-            counter.window,
-            _owner(counter),
-            "warn" if counter.soft else "refuse",
-        )
-        for what, value in (("limit", counter.limit), ("spent", raw.spent), ("held", raw.held)):
-            name = f"{namespace}_budget_{what}_{counter.unit}"
-            family = families.get((what, counter.unit))
-            if family is None:
-                unit = "dollars" if counter.unit == "usd" else counter.unit
-                help_text = f"{_HELP[what]} in each budget's current window, in {unit}"
-                family = families[(what, counter.unit)] = core.GaugeMetricFamily(
-                    name, help_text, labels=labels
-                )
-            family.add_metric(values, _amount(counter, value))
-    yield from families.values()
 
 
 class _Tallies:
@@ -224,7 +168,7 @@ class Prometheus:
         self.max_series = max_series
         self.max_budgets = max_budgets
         self._scopes = frozenset(
-            (*_FIXED_SCOPES, *(s for s, opt in _PERSON_SCOPES.items() if getattr(self, opt)))
+            (*FIXED_SCOPES, *(s for s, opt in _PERSON_SCOPES.items() if getattr(self, opt)))
         )
         self._people = ["tenant"] * include_tenant + ["user"] * include_user
         options = {
@@ -414,9 +358,9 @@ class Prometheus:
             for key, n in n_calls.items():
                 calls.add_metric(key, n)
             for key, nanos in n_cost.items():
-                cost.add_metric(key, _usd(nanos))
+                cost.add_metric(key, usd(nanos))
             for key, nanos in n_overrun.items():
-                overrun.add_metric(key, _usd(nanos))
+                overrun.add_metric(key, usd(nanos))
             for key, n in n_tokens.items():
                 tokens.add_metric(key, n)
             for key, n in n_denials.items():
@@ -467,35 +411,6 @@ class Prometheus:
             return []
         with self._tallies.lock:
             counters = dict(self._tallies.budgets)
-        for counter in policy_counters(policy, _book(store), self._scopes):
+        for counter in policy_counters(policy, book_of(store), self._scopes):
             counters.setdefault(counter.key, counter)
         return [store.status(c) for _, c in sorted(counters.items())]
-
-
-def _book(store: object) -> LimitBook:
-    read: Callable[[], object] | None = getattr(store, "limit_book", None)
-    book = read() if callable(read) else EMPTY_BOOK
-    return book if isinstance(book, LimitBook) else EMPTY_BOOK
-
-
-def policy_counters(
-    policy: Policy, book: LimitBook, scopes: Iterable[str] = _FIXED_SCOPES
-) -> list[Counter]:
-    """The counters of the code's and the store's limits whose subject is fixed: the
-    global limits and those naming their key (a feature, a model, a named tenant)."""
-    allowed = set(scopes)
-    found: dict[str, Counter] = {}
-    for limit in (*policy.limits, *book.limits):
-        scope = limit.scope
-        if scope not in allowed or (scope != "global" and limit.key is None) or scope == "user":
-            continue
-        subject = "*" if scope == "global" else limit.key
-        who = Attribution(
-            tenant=subject if scope == "tenant" else None,
-            feature=subject if scope == "feature" else None,
-        )
-        model = subject if scope == "model" else None
-        for counter in plan_counters(policy, (), who, model, book):
-            if counter.scope == scope and counter.window == limit.resolved_window:
-                found.setdefault(counter.key, counter)
-    return list(found.values())
