@@ -24,6 +24,9 @@ BENCHES = (
     "bench_holds.py",
     "bench_estimate.py",
     "bench_limits.py",
+    "bench_observe.py",
+    "bench_live_prices.py",
+    "bench_trial.py",
 )
 
 

@@ -65,9 +65,11 @@ from .observe.alerts import (
     slack_payload,
 )
 from .observe.ledger import Ledger, PostgresLedger, SQLiteLedger, open_ledger
+from .pricing.live import PriceStatus, price_status, refresh_prices
 from .pricing.prices import Price
 from .providers.instrument import instrument
 from .stores import MemoryStore
+from .trial import ModelRow, TrialError, TrialResult, trial
 
 try:
     __version__ = _metadata.version("budgetguard")
@@ -95,10 +97,12 @@ __all__ = [
     "LogSink",
     "MemoryAlertState",
     "MemoryStore",
+    "ModelRow",
     "Money",
     "Policy",
     "PostgresLedger",
     "Price",
+    "PriceStatus",
     "RedisAlertState",
     "RequestCost",
     "Run",
@@ -107,6 +111,8 @@ __all__ = [
     "Spike",
     "StoreUnavailable",
     "Threshold",
+    "TrialError",
+    "TrialResult",
     "UnboundedInput",
     "UnknownModel",
     "Usage",
@@ -129,6 +135,8 @@ __all__ = [
     "instrument",
     "limits",
     "open_ledger",
+    "price_status",
+    "refresh_prices",
     "remove_limit",
     "reset",
     "set_limit",
@@ -136,4 +144,5 @@ __all__ = [
     "slack_payload",
     "spend_limit",
     "status",
+    "trial",
 ]

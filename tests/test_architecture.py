@@ -34,6 +34,7 @@ LAYERS: dict[str, int] = {
     "budgetguard.observe": 5,
     "budgetguard.integrations": 6,
     "budgetguard.testing": 6,
+    "budgetguard.trial": 6,  # a budgeted model trial over instrumented clients
     "budgetguard.cli": 7,
     "budgetguard": 8,
 }

@@ -47,6 +47,15 @@ EXPECTED = {
         "u-3 used 200 of a soft 150 tokens (warn)",
         "store      feature key=chat day: requests=2",
     ],
+    "model_trial.py": [
+        "gpt-4o: 2/3 right, $0.0002475",
+        "gpt-4o-mini: 3/3 right, $0.00001485",
+        "claude-haiku-4-5: 2/3 right, $0.000105",
+        "pick: gpt-4o-mini",
+        "cheapest within 2 points of the best accuracy: gpt-4o-mini",
+        "spent $0.00036735 of $0.50 on 9 of 9 calls",
+        "stopped: the next call would have passed the $0.0006 limit; 6 of 9 calls made",
+    ],
     "openai_compatible_gateway.py": [
         "anthropic/claude-sonnet-4.5: charged $0.00123",
         "refused: unknown model 'my-finetune-v3'",

@@ -10,17 +10,26 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from enum import Enum
+from typing import Any, Final, Literal
 
 from .._core.errors import ConfigurationError, UnknownModel
 from .._core.policy import Policy
 from .._core.records import CallRecord
+from ..pricing import live
 from ..pricing.book import FreeModels, PriceBook
 from ..pricing.prices import Price
 from ..stores.base import AsyncStore, Store
 from ..stores.memory import MemoryStore
 
 __all__ = ["Settings", "configure", "current", "reset"]
+
+
+class _Keep(Enum):
+    KEEP = "keep"
+
+
+_KEEP: Final = _Keep.KEEP
 
 
 @dataclass(frozen=True)
@@ -38,6 +47,10 @@ class Settings:
     prices: PriceBook = field(default_factory=PriceBook)
     store_url: str = "memory://"
     listeners: tuple[Callable[[CallRecord], None], ...] = ()
+    prices_refresh: float | None = None
+    """Seconds between live price fetches (genai-prices' updater), None: off."""
+    prices_url: str | None = None
+    """Where live prices are fetched from; None: genai-prices' own URL."""
 
     def require_store(self) -> Store:
         """The sync store, or a ConfigurationError saying there is none."""
@@ -103,6 +116,8 @@ def configure(
     async_store: AsyncStore | None = None,
     listeners: Iterable[Callable[[CallRecord], None]] | None = None,
     free_models: FreeModels | None = None,
+    prices_refresh: str | float | Literal[_Keep.KEEP] | None = _KEEP,
+    prices_url: str | None = None,
 ) -> Settings:
     """Set what budgetguard enforces, process-wide. Unnamed settings keep their value.
 
@@ -114,9 +129,16 @@ def configure(
     name alone is ambiguous (it wins over the provider a client was
     instrumented with). ``free_models``: a model genai-prices lists with no
     price costs $0 (``"price"``, the default, logged) or raises
-    ``UnknownModel`` (``"refuse"``).
+    ``UnknownModel`` (``"refuse"``). ``prices_refresh``: fetch genai-prices'
+    data every ``"1h"`` (``"30m"``, seconds...) in the background and price
+    the next call at it; ``None`` stops fetching (the prices last fetched stay
+    in use). ``prices_url``: where to fetch it from (a mirror), default
+    genai-prices' own.
     """
     global _settings
+    if prices_url is not None and (not isinstance(prices_url, str) or not prices_url.strip()):
+        raise ConfigurationError(f"prices_url: expected a URL, got {prices_url!r}")
+    refresh = None if prices_refresh is _KEEP else live.parse_refresh(prices_refresh)
     with _lock:
         old = _settings
         new_policy = old.policy
@@ -136,6 +158,8 @@ def configure(
                 free_models=free_models if free_models is not None else book.free_models,
             )
         _check_downgrades(new_policy, book)
+        new_refresh = old.prices_refresh if prices_refresh is _KEEP else refresh
+        new_url = prices_url.strip() if prices_url is not None else old.prices_url
         _settings = Settings(
             policy=new_policy,
             store=sync,
@@ -143,7 +167,14 @@ def configure(
             prices=book,
             store_url=url,
             listeners=old.listeners if listeners is None else tuple(listeners),
+            prices_refresh=new_refresh,
+            prices_url=new_url,
         )
+        if (new_refresh, new_url) != (old.prices_refresh, old.prices_url):
+            if new_refresh is None:
+                live.stop()
+            else:
+                live.start(new_refresh, new_url)
         return _settings
 
 
@@ -163,5 +194,7 @@ def reset() -> Settings:
     """Back to the defaults: no limits, a fresh in-process store, genai-prices only."""
     global _settings
     with _lock:
+        if _settings.prices_refresh is not None:
+            live.stop()
         _settings = _default_settings()
         return _settings

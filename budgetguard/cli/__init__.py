@@ -10,6 +10,8 @@
     budgetguard metrics --port 9464 [--once]                   budgets for a Prometheus scrape
     budgetguard compare --to gpt-4o-mini [--since 7d]          re-price recorded usage
     budgetguard dashboard --ledger sqlite:///bg.db             a local web page
+    budgetguard prices [MODEL ...] [--diff]                    the rates in use, and where from
+    budgetguard trial --models gpt-4o,gpt-4o-mini --cases c.jsonl --usd 2   would it answer as well?
 
 Every command finds the policy, the store and the ledger from ``--config
 file.toml|.json``, ``--app module:attr`` (a callable that calls
@@ -30,7 +32,7 @@ from typing import TextIO
 
 from .._core.errors import BudgetError, StoreUnavailable
 from ..observe.ledger.sql import GROUPS
-from . import compare, dashboard, metrics
+from . import compare, dashboard, metrics, prices, trial
 from .context import CliError, Context, load_context
 from .counters import STATUS_SCOPES, UNIT_SUFFIXES, counter_pattern, parse_counter_key
 from .limits import cmd_limits
@@ -179,7 +181,8 @@ def _parser() -> argparse.ArgumentParser:
     reset.add_argument("--all", action="store_true", help="every counter under the prefix")
     reset.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
 
-    for command in (metrics, compare, dashboard):  # each adds its parser and its handler
+    # each adds its parser and its handler
+    for command in (metrics, compare, dashboard, prices, trial):
         command.register(commands, common=common, output=output)
     return parser
 

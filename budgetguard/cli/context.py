@@ -23,7 +23,10 @@ from ..stores.memory import MemoryStore
 __all__ = ["DEFAULT_CONFIG", "CliError", "Context", "load_context"]
 
 _POLICY_KEYS = frozenset(Policy.model_fields)
-_CONFIG_KEYS = frozenset({"store", "ledger", "prefix", "policy"}) | _POLICY_KEYS
+_CONFIG_KEYS = (
+    frozenset({"store", "ledger", "prefix", "policy", "prices_refresh", "prices_url"})
+    | _POLICY_KEYS
+)
 
 
 DEFAULT_CONFIG = "budgetguard.toml"
@@ -44,6 +47,10 @@ class Context:
     prefix: str = "bg"
     store_obj: Store | None = None
     ledger_obj: Ledger | None = None
+    prices_refresh: str | float | None = None
+    """Live prices (``prices_refresh = "1h"``): how often to fetch; None: the snapshot."""
+    prices_url: str | None = None
+    """Where live prices are fetched from (a mirror); None: genai-prices' own."""
     sources: dict[str, str] = field(default_factory=dict)
     _store: Store | None = None
     _ledger: Ledger | None = None
@@ -133,7 +140,8 @@ def _apply_config(ctx: Context, data: Mapping[str, Any], path: str) -> None:
     if unknown:
         raise CliError(
             f"{path}: unknown key(s) {', '.join(unknown)}; expected store, ledger, prefix, "
-            f"policy (or the policy's own keys: {', '.join(sorted(_POLICY_KEYS))})"
+            "prices_refresh, prices_url, policy (or the policy's own keys: "
+            f"{', '.join(sorted(_POLICY_KEYS))})"
         )
     policy_data = dict(data.get("policy") or {})
     if not isinstance(data.get("policy", {}), Mapping):
@@ -146,6 +154,15 @@ def _apply_config(ctx: Context, data: Mapping[str, Any], path: str) -> None:
         except ValidationError as exc:
             raise CliError(f"{path}: policy: {_validation_text(exc)}") from None
         ctx.sources["policy"] = path
+    if "prices_refresh" in data:
+        refresh = data["prices_refresh"]
+        if isinstance(refresh, bool) or not isinstance(refresh, str | int | float):
+            raise CliError(f'{path}: prices_refresh: expected "1h", "30m" or seconds')
+        ctx.prices_refresh = refresh
+    if "prices_url" in data:
+        if not isinstance(data["prices_url"], str):
+            raise CliError(f"{path}: prices_url: expected a URL string")
+        ctx.prices_url = data["prices_url"]
     for name in ("store", "prefix"):
         if name in data:
             value = data[name]

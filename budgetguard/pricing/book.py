@@ -10,9 +10,11 @@ result is exactly ``ceil(genai_prices.calc_price(...).total_price * 1e9)``.
 
 A model nobody can price is never free: it raises ``UnknownModel`` unless a
 fallback price is configured. Prices that change over time (genai-prices'
-dated and time-of-day prices, or a snapshot refreshed by its auto-updater)
-are picked up by re-resolving a cache entry after an hour, or at the next
-price boundary when that comes sooner.
+dated and time-of-day prices) are picked up by re-resolving a cache entry
+after an hour, or at the next price boundary when that comes sooner. Live
+prices (``live.py``: genai-prices' updater) clear every book's cache when a
+fetched snapshot is installed, so the next call prices at the new data and a
+cache hit stays a plain dict lookup.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import Any, Literal
 
 from .._core.errors import ConfigurationError, UnknownModel
 from .._core.usage import PriceContext, Usage
+from . import live
 from .detailed import DETAIL_KEYS
 from .output_limits import DEFAULT_MAX_OUTPUT_TOKENS, table_max_output
 from .prices import Price, rates_from_price
@@ -204,7 +207,15 @@ class PriceBook:
     exact ``(model, provider, price context)`` asked.
     """
 
-    __slots__ = ("_cache", "_fallback", "_free", "_lock", "_overrides", "_providers")
+    __slots__ = (
+        "__weakref__",
+        "_cache",
+        "_fallback",
+        "_free",
+        "_lock",
+        "_overrides",
+        "_providers",
+    )
 
     def __init__(
         self,
@@ -238,6 +249,13 @@ class PriceBook:
             tuple[str, str | None, PriceContext, str | None], tuple[ModelRates, float]
         ] = {}
         self._lock = threading.Lock()
+        live.follow(self)
+
+    def invalidate(self) -> None:
+        """Forget every resolved rate: the next lookup of each model resolves again
+        (called when live prices install a fetched snapshot)."""
+        with self._lock:
+            self._cache.clear()
 
     @property
     def overrides(self) -> Mapping[str, Price]:
@@ -270,11 +288,13 @@ class PriceBook:
         entry = self._cache.get(key)
         if entry is not None and entry[1] > time.monotonic():
             return entry[0]
+        generation = live.generation()
         rates, expires = self._resolve(model, provider, context, hint)
         with self._lock:
             if len(self._cache) >= _MAX_CACHED:
                 self._cache.clear()
-            self._cache[key] = (rates, expires)
+            if generation == live.generation():  # else resolved from the data just replaced
+                self._cache[key] = (rates, expires)
         return rates
 
     def cost(self, model: str, usage: Usage, provider: str | None = None) -> int:
