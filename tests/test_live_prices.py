@@ -319,9 +319,7 @@ def test_cli_shows_live_prices_an_app_turns_on(
     assert row["input"] == "5" and row["source"].startswith("fetched at ")
 
 
-def test_cli_shows_live_prices_the_config_file_turns_on(
-    server: PriceServer, tmp_path: Any
-) -> None:
+def test_cli_shows_live_prices_the_config_file_turns_on(server: PriceServer, tmp_path: Any) -> None:
     """``prices_refresh`` / ``prices_url`` in budgetguard.toml: ``prices`` shows the
     rates a process configured from that file would use (fetched from the mirror)."""
     config = tmp_path / "budgetguard.toml"
