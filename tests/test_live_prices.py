@@ -93,6 +93,15 @@ class PriceServer:
         openai = next(p for p in zeroed if p["id"] == "openai")
         next(m for m in openai["models"] if m["id"] == "gpt-4o")["prices"] = {}
         self.zeroed = json.dumps(zeroed).encode()
+        self.halves = {}  # found by review: a price dropped or set to 0 was accepted
+        for name, change in (
+            ("no_output", lambda prices: prices.pop("output_mtok")),
+            ("zero_prices", lambda prices: prices.update(input_mtok="0", output_mtok="0")),
+        ):
+            data = json.loads(self.body)
+            openai = next(p for p in data if p["id"] == "openai")
+            change(next(m for m in openai["models"] if m["id"] == "gpt-4o")["prices"])
+            self.halves[name] = json.dumps(data).encode()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -107,6 +116,7 @@ class PriceServer:
                     "garbage": b"<html>not json",
                     "empty": b"[]",
                     "zeroed": server.zeroed,
+                    **server.halves,
                 }[server.mode]
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(body)))
@@ -173,7 +183,7 @@ def test_async_calls_follow_too(server: PriceServer) -> None:
     assert asyncio.run(acost_of(NEW_MODEL)) == Decimal("0.0014")
 
 
-@pytest.mark.parametrize("mode", ["500", "garbage", "empty", "zeroed"])
+@pytest.mark.parametrize("mode", ["500", "garbage", "empty", "zeroed", "no_output", "zero_prices"])
 def test_a_failed_fetch_keeps_the_last_good_prices(
     server: PriceServer, mode: str, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -9,6 +9,7 @@ import sqlite3
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from provider_support import genai_price
@@ -17,6 +18,7 @@ import budgetguard as bg
 from budgetguard.cli import main
 from budgetguard.testing import FakeProvider
 from budgetguard.trial import TrialError, load_cases, trial
+from budgetguard.trial.run import _capture
 
 pytest.importorskip("google.genai")
 
@@ -89,10 +91,11 @@ def test_costs_and_accuracy_are_exact(fake: FakeProvider) -> None:
     assert result.row("gemini-2.5-flash").cost_per_correct is None
     assert result.pick == "claude-haiku-4-5"  # cheaper than gpt-4o, 50 points within 50
     assert result.spent == sum(r.cost for r in result.rows)
-    # the ledger's listeners saw every call, as feature "trial"; the trial's own is gone
+    # the ledger's listeners saw every call, as feature "trial"; the trial's own listener
+    # stays installed (a no-op outside a trial: two trials at once never swap listeners)
     assert len(seen) == 12 and {r.feature for r in seen} == {"trial"}
     assert {r.tags["trial"] for r in seen} == {seen[0].tags["trial"]}
-    assert bg.current().listeners == (seen.append,)
+    assert bg.current().listeners == (seen.append, _capture)
 
 
 def test_pick_is_the_cheapest_within_points(fake: FakeProvider) -> None:
@@ -220,7 +223,14 @@ def test_cli_check_that_raises_prints_no_table(
 ) -> None:
     cases = write_cases(tmp_path)
     code, text = run_cli(
-        "--models", "gpt-4o", "--cases", str(cases), "--check", "python:test_trial:raising_check"
+        "--models",
+        "gpt-4o",
+        "--cases",
+        str(cases),
+        "--check",
+        "python:test_trial:raising_check",
+        "--concurrency",
+        "1",  # one at a time: the first case's line is the one that raises first
     )
     assert code == 2 and text == ""
     assert "check 'raising_check' raised on line 1 (gpt-4o): KeyError" in capsys.readouterr().err
@@ -233,3 +243,47 @@ def test_progress_goes_to_stderr(fake: FakeProvider, capsys: pytest.CaptureFixtu
     assert "trial: 2/2 calls" in capsys.readouterr().err
     trial(["gpt-4o"], CASES)  # not a terminal: silent
     assert capsys.readouterr().err == ""
+
+
+def test_two_trials_at_once_count_their_own_calls_once(fake: FakeProvider) -> None:
+    """Found by review: each trial swapped the process's listeners, so two at once
+    counted records twice and one could drop the other's (and a ledger)."""
+    import threading
+
+    results: list[Any] = []
+
+    def one() -> None:
+        results.append(trial(["gpt-4o-mini"], CASES * 3, concurrency=2))
+
+    threads = [threading.Thread(target=one) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for result in results:
+        row = result.row("gpt-4o-mini")
+        assert row.calls == len(CASES) * 3
+        assert result.spent == row.cost
+    assert bg.current().listeners.count(_capture) == 1
+
+
+def test_bad_budgets_and_unknown_models_build_nothing(fake: FakeProvider) -> None:
+    with pytest.raises(bg.ConfigurationError, match="usd"):
+        trial(["gpt-4o"], CASES, usd="1e400")  # was a decimal.InvalidOperation traceback
+    built: list[Any] = []
+    from budgetguard.trial import clients as trial_clients
+
+    original = trial_clients._build
+
+    def counting(kind: str) -> Any:
+        client = original(kind)
+        built.append(client)
+        return client
+
+    trial_clients._build = counting  # type: ignore[assignment]
+    try:
+        with pytest.raises(bg.UnknownModel):
+            trial(["gpt-4o", "gpt-bogus-1"], CASES)
+    finally:
+        trial_clients._build = original  # type: ignore[assignment]
+    assert built == []  # every price first: no client built for a refused trial

@@ -158,6 +158,12 @@ def _apply_config(ctx: Context, data: Mapping[str, Any], path: str) -> None:
         refresh = data["prices_refresh"]
         if isinstance(refresh, bool) or not isinstance(refresh, str | int | float):
             raise CliError(f'{path}: prices_refresh: expected "1h", "30m" or seconds')
+        from ..pricing.live import parse_refresh
+
+        try:
+            parse_refresh(refresh)  # refused here, whatever command reads the file
+        except ConfigurationError as error:
+            raise CliError(f"{path}: {error}") from None
         ctx.prices_refresh = refresh
     if "prices_url" in data:
         if not isinstance(data["prices_url"], str):

@@ -22,6 +22,7 @@ from typing import Any, TextIO
 
 from .._core.errors import ConfigurationError, UnknownModel
 from .._core.money import nanos_to_usd
+from .._engine.config import Settings
 from ..pricing import live
 from ..pricing.book import PriceBook
 from ..pricing.rates import ModelRates, Rate, TieredRate
@@ -82,17 +83,24 @@ def register(
     parser.set_defaults(handler=cmd_prices)
 
 
-def cmd_prices(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
+def live_prices_of(ctx: Context) -> Settings:
+    """Turn live prices on when the config file asks (``prices_refresh``) and no app
+    did: what a process configured from that file prices with. The settings in force."""
     from .._engine import config  # the book an --app configured (price overrides)
 
     settings = config.current()
     if ctx.prices_refresh is not None and settings.prices_refresh is None:
-        try:  # the config file turns live prices on: show what a process would use
+        try:
             settings = config.configure(
                 prices_refresh=ctx.prices_refresh, prices_url=ctx.prices_url
             )
         except ConfigurationError as error:
             raise CliError(str(error)) from None
+    return settings
+
+
+def cmd_prices(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
+    settings = live_prices_of(ctx)
     configured_url = settings.prices_url or ctx.prices_url
     if args.diff:
         return _cmd_diff(args, out, args.url or configured_url)

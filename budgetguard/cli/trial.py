@@ -23,6 +23,7 @@ from .._core.money import format_usd, usd_to_nanos
 from ..observe.ledger import Ledger, open_ledger
 from ..trial import TrialResult, trial
 from .context import CliError, Context
+from .prices import live_prices_of
 from .render import Row, emit
 
 __all__ = ["register"]
@@ -151,6 +152,7 @@ def as_json(result: TrialResult) -> dict[str, Any]:
 
 
 def cmd_trial(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
+    live_prices_of(ctx)  # prices_refresh in the config file: models only fetched data has
     usd = None
     if args.usd is not None:
         try:

@@ -29,6 +29,7 @@ import threading
 import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -156,8 +157,8 @@ def _check(snapshot: DataSnapshot | None, url: str) -> DataSnapshot:
     lost = _now_free(get_snapshot(), snapshot)
     if lost:
         raise ValueError(
-            f"{url}: the price data lists {', '.join(lost[:3])} with no price where the data "
-            "in use prices them: refusing it rather than price calls at $0"
+            f"{url}: the price data drops or zeroes prices of {', '.join(lost[:3])} that the "
+            "data in use charges: refusing it rather than price any part of a call at $0"
         )
     return snapshot
 
@@ -168,20 +169,33 @@ def _has_price(prices: Any) -> bool:
     return any(v is not None for k, v in vars(prices).items() if k[:1] != "_")
 
 
+def _charged(prices: Any) -> dict[str, Any]:
+    """The price fields that charge something (set, and not 0)."""
+    if isinstance(prices, list):
+        return {"conditional prices": True} if prices else {}
+    return {
+        name: value
+        for name, value in vars(prices).items()
+        if name[:1] != "_" and value is not None and not (isinstance(value, Decimal) and not value)
+    }
+
+
 def _now_free(old: DataSnapshot, new: DataSnapshot) -> list[str]:
-    """Models the data in use prices and the fetched data lists without any price."""
-    priced = {
-        (provider.id, model.id)
+    """Models of which the fetched data drops or zeroes a price the data in use charges
+    (output, cached input, ...): a call would be charged nothing for that part."""
+    charged = {
+        (provider.id, model.id): _charged(model.prices)
         for provider in old.providers
         for model in provider.models
-        if _has_price(model.prices)
     }
-    return [
-        f"{provider.id}/{model.id}"
-        for provider in new.providers
-        for model in provider.models
-        if (provider.id, model.id) in priced and not _has_price(model.prices)
-    ]
+    lost = []
+    for provider in new.providers:
+        for model in provider.models:
+            before = charged.get((provider.id, model.id))
+            if before and set(before) - set(_charged(model.prices)):
+                missing = ", ".join(sorted(set(before) - set(_charged(model.prices))))
+                lost.append(f"{provider.id}/{model.id} ({missing})")
+    return lost
 
 
 def fetch_snapshot(url: str | None = None, timeout: float = 10.0) -> DataSnapshot:

@@ -98,8 +98,30 @@ def targets(models: list[str], clients: Mapping[str, Any] | None = None) -> list
         raise TrialError(f"models: a model is named twice in {models}")
     given = dict(clients or {})
     made: dict[str, Any] = {}
-    found = []
+    found: list[Target] = []
     book = current().prices
+    for model in models:  # every price first: no client is built for a trial refused
+        if model not in given:
+            _kind, api_model, provider = _kind_of(model)
+            book.rates(api_model, provider)  # UnknownModel: before anything is built
+    try:
+        _collect(models, given, made, found, book)
+    except BaseException:
+        for client in made.values():  # what was built before the failure (found by review)
+            closer = getattr(client, "close", None)
+            if callable(closer):
+                closer()
+        raise
+    return found
+
+
+def _collect(
+    models: list[str],
+    given: Mapping[str, Any],
+    made: dict[str, Any],
+    found: list[Target],
+    book: Any,
+) -> None:
     for model in models:
         if model in given:
             client = instrument(given[model])
@@ -129,7 +151,6 @@ def targets(models: list[str], clients: Mapping[str, Any] | None = None) -> list
                 owned=model not in given,
             )
         )
-    return found
 
 
 def close(found: list[Target]) -> None:

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import contextvars
 import itertools
+import logging
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -29,14 +31,19 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, TextIO
 
-from .._core.errors import BudgetExceeded
-from .._core.money import format_usd, nanos_to_usd, usd_to_nanos
+from .._core.errors import BudgetExceeded, ConfigurationError
+from .._core.money import check_nanos, format_usd, nanos_to_usd, usd_to_nanos
 from .._core.records import CallRecord
 from .._engine.config import configure, current
 from .._engine.guard import spend_limit
 from .cases import Case, Check, TrialError, load_cases, resolve_check
 from .clients import Target, close, targets
 from .results import Outcome, TrialResult, pick, summarize
+
+log = logging.getLogger("budgetguard")
+
+_OWN_LIMIT = "stopped: the trial's own limit"
+"""Placeholder for a refusal by the trial's ``usd`` limit, reworded with its figures."""
 
 __all__ = ["trial"]
 
@@ -45,11 +52,33 @@ _slot: contextvars.ContextVar[list[CallRecord] | None] = contextvars.ContextVar(
 )
 
 
+_extras: contextvars.ContextVar[tuple[Callable[[CallRecord], None], ...]] = contextvars.ContextVar(
+    "budgetguard_trial_listeners", default=()
+)
+"""The listeners one trial was given (``listeners=``: the CLI's ledger), for its calls
+only."""
+_installing = threading.Lock()
+
+
 def _capture(record: CallRecord) -> None:
-    """The trial's listener: a record goes to the call (job) that made it."""
+    """The trial's listener, installed once per process and never removed (two trials
+    at once must neither count a record twice nor drop each other's listeners): a
+    record goes to the call (job) that made it, and to that trial's own listeners."""
     slot = _slot.get()
     if slot is not None:
         slot.append(record)
+    for listener in _extras.get():
+        try:
+            listener(record)
+        except Exception:
+            log.exception("budgetguard: trial listener %r failed; the call is unaffected", listener)
+
+
+def _install_capture() -> None:
+    with _installing:
+        installed = current().listeners
+        if _capture not in installed:
+            configure(listeners=[*installed, _capture])
 
 
 class _Progress:
@@ -153,7 +182,10 @@ def trial(
         raise TrialError(f"within: expected points of accuracy, got {within!r}") from None
     if not points.is_finite() or points < 0:
         raise TrialError(f"within: expected points of accuracy >= 0, got {within!r}")
-    limit = None if usd is None else usd_to_nanos(usd, field="usd")
+    try:
+        limit = None if usd is None else check_nanos(usd_to_nanos(usd, field="usd"), field="usd")
+    except ConfigurationError as error:
+        raise TrialError(str(error)) from None
     judge = resolve_check(check)
     asked = load_cases(cases)
     if not asked:
@@ -163,8 +195,8 @@ def trial(
     tty = sys.stderr.isatty() if progress is None else progress
     shown = _Progress(len(jobs), sys.stderr if tty else None)
     trial_id = uuid.uuid4().hex[:12]
-    before = current().listeners
-    configure(listeners=[*before, _capture, *listeners])
+    _install_capture()
+    extras = _extras.set(tuple(listeners))
     try:
         with spend_limit(
             None if limit is None else nanos_to_usd(limit),
@@ -183,10 +215,10 @@ def trial(
             )
             spent = run.spent
     finally:
-        configure(listeners=before)
+        _extras.reset(extras)
         shown.end()
         close(chosen)
-    if stopped is not None and limit is not None:
+    if stopped == _OWN_LIMIT and limit is not None:
         stopped = (
             f"stopped: the next call would have passed the {format_usd(limit)} limit; "
             f"{len(outcomes)} of {len(jobs)} calls made"
@@ -236,7 +268,9 @@ def _drive(
                 try:
                     outcome = future.result()
                 except BudgetExceeded as exc:
-                    stopped = stopped or f"stopped: {exc}"
+                    if stopped is None:  # the trial's own --usd (its run), or another limit
+                        mine = exc.scope == "run" and exc.key == "trial"
+                        stopped = _OWN_LIMIT if mine else f"stopped: {exc}"
                     continue
                 except TrialError as exc:
                     failure = failure or exc
