@@ -287,3 +287,17 @@ def test_bad_budgets_and_unknown_models_build_nothing(fake: FakeProvider) -> Non
     finally:
         trial_clients._build = original  # type: ignore[assignment]
     assert built == []  # every price first: no client built for a refused trial
+
+
+def test_a_model_whose_calls_all_fail_is_never_picked(fake: FakeProvider) -> None:
+    """Found by review: failed calls counted as $0 calls, so a model that never answered
+    looked cheapest and could be picked within N points of a low best accuracy."""
+    fake.clear()
+    for _ in CASES:  # each case goes to gpt-4o, then to gpt-4o-mini (one at a time)
+        fake.reply(text="no idea", input_tokens=10, output_tokens=5)
+        fake.reply(status=400)
+    result = trial(["gpt-4o", "gpt-4o-mini"], CASES, concurrency=1, within=100)
+    failed = result.row("gpt-4o-mini")
+    assert failed.errors == len(CASES) and failed.cost_per_call is None
+    assert result.row("gpt-4o").cost_per_call is not None
+    assert result.pick == "gpt-4o"

@@ -102,7 +102,10 @@ def summarize(model: str, outcomes: Sequence[Outcome]) -> ModelRow:
         input_tokens=sum(o.input_tokens for o in mine),
         output_tokens=sum(o.output_tokens for o in mine),
         cost=nanos_to_usd(cost),
-        cost_per_call=_per(cost, calls),
+        # Over the calls that answered: one that failed cost nothing and says nothing of
+        # the model's price per answer (a model whose calls all failed has none, and is
+        # never picked).
+        cost_per_call=_per(cost, calls - sum(o.error is not None for o in mine)),
         p50_s=_percentile([o.latency_s for o in mine if o.error is None], 50),
         p95_s=_percentile([o.latency_s for o in mine if o.error is None], 95),
         correct=correct,
