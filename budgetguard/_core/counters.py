@@ -8,7 +8,9 @@ integer nano-USD.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 
+from .money import nanos_to_usd
 from .windows import Window
 
 __all__ = [
@@ -17,6 +19,7 @@ __all__ = [
     "Denial",
     "Reservation",
     "ReserveOutcome",
+    "amount_of",
     "share",
     "soft_limit",
 ]
@@ -49,6 +52,12 @@ class Counter:
     limit): a call that takes the counter past it passes, and says so."""
     source: str = "code"
     """Where its limit comes from: ``"code"``, ``"store"`` or ``"plan:<name>"``."""
+
+
+def amount_of(unit: str, amount: int) -> Decimal:
+    """A store integer at the public edge: ``Decimal`` dollars from nano-USD, else the
+    count of tokens or requests as a ``Decimal``."""
+    return nanos_to_usd(amount) if unit == "usd" else Decimal(amount)
 
 
 def soft_limit(counter: Counter) -> int | None:

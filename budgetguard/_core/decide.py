@@ -11,11 +11,9 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from decimal import Decimal
 
-from .counters import Counter, Denial, Reservation
+from .counters import Counter, Denial, Reservation, amount_of
 from .errors import BudgetExceeded
-from .money import nanos_to_usd
 from .policy import OnExceed
 
 __all__ = [
@@ -76,13 +74,13 @@ Step = Admit | TryModel | Wait | Fit | Refuse
 
 def exceeded(denial: Denial | CapDenial, model: str | None) -> BudgetExceeded:
     if isinstance(denial, CapDenial):
-        amount = _amount_in(denial.unit)
+        unit = denial.unit
         return BudgetExceeded(
             scope="request",
             key="",
-            limit=amount(denial.cap),
-            spent=amount(0),
-            requested=amount(denial.requested),
+            limit=amount_of(unit, denial.cap),
+            spent=amount_of(unit, 0),
+            requested=amount_of(unit, denial.requested),
             window="request",
             model=model,
             unit=denial.unit,
@@ -92,24 +90,19 @@ def exceeded(denial: Denial | CapDenial, model: str | None) -> BudgetExceeded:
     retry_after = None
     if denial.resets_at is not None and not hopeless:
         retry_after = timedelta(seconds=max(0.0, denial.resets_at - denial.now))
-    amount = _amount_in(counter.unit)
+    unit = counter.unit
     return BudgetExceeded(
         scope=counter.scope,
         key=counter.label or (counter.subject if counter.scope not in ("global", "run") else ""),
-        limit=amount(counter.limit),
-        spent=amount(denial.spent),
-        held=amount(denial.held),
-        requested=amount(denial.requested),
+        limit=amount_of(unit, counter.limit),
+        spent=amount_of(unit, denial.spent),
+        held=amount_of(unit, denial.held),
+        requested=amount_of(unit, denial.requested),
         window=counter.window,
         retry_after=retry_after,
         model=model,
         unit=counter.unit,
     )
-
-
-def _amount_in(unit: str) -> Callable[[int], Decimal]:
-    """Store integers as the public ``Decimal``: dollars from nano-USD, else a count."""
-    return nanos_to_usd if unit == "usd" else Decimal
 
 
 CONTENTION_POLL_S = 0.25

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from functools import lru_cache
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from .attribution import Attribution, Frame
 from .counters import Counter, soft_limit
@@ -31,6 +31,7 @@ __all__ = [
     "plan_caps",
     "plan_counters",
     "sources",
+    "user_tenant",
 ]
 
 
@@ -168,6 +169,15 @@ def _make_counter(
         soft=soft,
         source=source,
     )
+
+
+def user_tenant(counter: Counter) -> str | None:
+    """The tenant a user counter counts within (``tenant=acme/user=u-1:day``, as
+    ``_make_counter`` names it), else None."""
+    key = counter.key
+    if counter.scope != "user" or not key.startswith("tenant="):
+        return None
+    return unquote(key[len("tenant=") : key.find("/")])
 
 
 _cached_counter = lru_cache(maxsize=8192)(_make_counter)

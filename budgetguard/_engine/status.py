@@ -7,10 +7,9 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 from .._core.attribution import Attribution
-from .._core.counters import Counter, CounterStatus
+from .._core.counters import Counter, CounterStatus, amount_of
 from .._core.errors import ConfigurationError
 from .._core.limitbook import LimitBook
-from .._core.money import nanos_to_usd
 from .._core.plan import counter_of, plan_counters
 from .._core.policy import UNITS, Limit, Scope, Unit
 from ..stores.drive import Flow, LoadLimits, Status, arun, run
@@ -46,7 +45,11 @@ class BudgetStatus:
     @classmethod
     def of(cls, raw: CounterStatus, *, known: bool = True) -> BudgetStatus:
         counter = raw.counter
-        amount = nanos_to_usd if counter.unit == "usd" else Decimal
+        unit = counter.unit
+
+        def amount(value: int) -> Decimal:
+            return amount_of(unit, value)
+
         return cls(
             scope=counter.scope,
             key=counter.subject,

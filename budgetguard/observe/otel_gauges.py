@@ -14,10 +14,10 @@ import threading
 import time
 from collections.abc import Iterable
 from typing import Any
-from urllib.parse import unquote
 
 from .._core.counters import Counter, CounterStatus
 from .._core.errors import ConfigurationError
+from .._core.plan import user_tenant
 from . import otel_names as n
 
 __all__ = ["LimitGauges"]
@@ -137,8 +137,9 @@ class LimitGauges:
         }
         if counter.scope != "global":
             attrs[n.LIMIT_KEY] = counter.subject
-        if counter.scope == "user" and self._include_tenant and counter.key.startswith("tenant="):
-            attrs[n.TENANT] = unquote(counter.key.split("/", 1)[0].removeprefix("tenant="))
+        tenant = user_tenant(counter) if self._include_tenant else None
+        if tenant is not None:
+            attrs[n.TENANT] = tenant
         return attrs
 
     def _observe(self, pick: str) -> list[Any]:

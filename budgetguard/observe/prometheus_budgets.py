@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
-from urllib.parse import unquote
 
 from .._core.attribution import Attribution
 from .._core.counters import Counter, CounterStatus
 from .._core.limitbook import EMPTY_BOOK, LimitBook
-from .._core.plan import plan_counters
+from .._core.plan import plan_counters, user_tenant
 from .._core.policy import Policy
 
 __all__ = ["FIXED_SCOPES", "book_of", "budget_families", "policy_counters", "usd"]
@@ -29,13 +28,6 @@ def _amount(counter: Counter, value: int) -> float:
     return usd(value) if counter.unit == "usd" else float(value)
 
 
-def _owner(counter: Counter) -> str:
-    """The tenant of a user counter (``tenant=acme/user=u-1:day``), else ``""``."""
-    if counter.scope != "user" or not counter.key.startswith("tenant="):
-        return ""
-    return unquote(counter.key[len("tenant=") : counter.key.find("/")])
-
-
 def budget_families(core: Any, namespace: str, statuses: Iterable[CounterStatus]) -> Iterator[Any]:
     """Gauges ``<ns>_budget_{limit,spent,held}_{usd,tokens,requests}`` of ``statuses``,
     labelled scope, key, window, tenant (of a user counter), enforce, source."""
@@ -47,7 +39,7 @@ def budget_families(core: Any, namespace: str, statuses: Iterable[CounterStatus]
             counter.scope,
             "" if counter.scope == "global" else counter.subject,
             counter.window,
-            _owner(counter),
+            user_tenant(counter) or "",
             "warn" if counter.soft else "refuse",
         )
         for what, value in (("limit", counter.limit), ("spent", raw.spent), ("held", raw.held)):

@@ -6,10 +6,10 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
-from urllib.parse import unquote
 
-from ..._core.counters import Counter, CounterStatus, soft_limit
+from ..._core.counters import Counter, CounterStatus, amount_of, soft_limit
 from ..._core.money import format_usd, nanos_to_usd
+from ..._core.plan import user_tenant
 from ..._core.records import CallRecord
 from .model import Alert, AlertKind
 
@@ -23,12 +23,8 @@ __all__ = [
 
 
 def _tenant_of(counter: Counter) -> str | None:
-    """Users are counted per tenant (``tenant=acme/user=u-1:day``): which one."""
-    if counter.scope == "tenant":
-        return counter.subject
-    if counter.scope == "user" and counter.key.startswith("tenant="):
-        return unquote(counter.key.split("/", 1)[0].removeprefix("tenant="))
-    return None
+    """The tenant a counter belongs to: its own subject, or a user counter's tenant."""
+    return counter.subject if counter.scope == "tenant" else user_tenant(counter)
 
 
 def _describe(counter: Counter) -> str:
@@ -45,7 +41,7 @@ def _show(amount: int, unit: str) -> str:
 
 
 def _value(amount: int, unit: str) -> Decimal:
-    return nanos_to_usd(amount) if unit == "usd" else Decimal(amount)
+    return amount_of(unit, amount)
 
 
 def _counter_alert(
